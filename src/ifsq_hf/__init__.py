@@ -1,0 +1,25 @@
+"""ifsq-hf: iFSQ tokenizers, DiT and LlamaGen-REPA for the Hugging Face ecosystem."""
+
+from .quantization import (
+    FiniteScalarQuantizer,
+    QuantizerOutput,
+    UtilizationStats,
+    code_usage,
+    codebook_perplexity,
+    levels_from_bits,
+    per_dim_bin_histogram,
+    utilization_stats,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FiniteScalarQuantizer",
+    "QuantizerOutput",
+    "UtilizationStats",
+    "code_usage",
+    "codebook_perplexity",
+    "levels_from_bits",
+    "per_dim_bin_histogram",
+    "utilization_stats",
+]
