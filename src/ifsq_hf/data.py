@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["BUNDLED_PHOTO_NAMES", "BUNDLED_HELD_OUT", "bundled_photos"]
+__all__ = ["BUNDLED_HELD_OUT", "BUNDLED_PHOTO_NAMES", "bundled_photos"]
 
 # name -> (package, loader); order fixes the class ids used by the class-conditional demos.
 BUNDLED_PHOTO_NAMES: tuple[str, ...] = (

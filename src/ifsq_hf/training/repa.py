@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["repa_projection_loss", "match_token_grid"]
+__all__ = ["match_token_grid", "repa_projection_loss"]
 
 
 def _square_side(num_tokens: int, what: str) -> int:
