@@ -102,7 +102,7 @@ def _prepared(accelerator):
 
 
 def test_checkpoint_save_is_atomic_and_prunes(accelerator, tmp_path):
-    model, opt = _prepared(accelerator)
+    _prepared(accelerator)
     for step in (2, 4, 6):
         path = save_checkpoint(accelerator, tmp_path, TrainingState(global_step=step, epoch=1), total_limit=2)
         assert path.name == f"checkpoint-{step}"
@@ -124,7 +124,7 @@ def test_checkpoint_save_is_atomic_and_prunes(accelerator, tmp_path):
 
 
 def test_checkpoint_failure_mid_save_keeps_the_previous_one(accelerator, tmp_path, monkeypatch):
-    model, opt = _prepared(accelerator)
+    _prepared(accelerator)
     save_checkpoint(accelerator, tmp_path, TrainingState(global_step=1))
 
     def explode(*args, **kwargs):
