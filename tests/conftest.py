@@ -20,3 +20,12 @@ torch.set_num_threads(int(os.environ.get("IFSQ_TEST_THREADS", "1")))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def fake_hub():
+    """A loopback fake Hub; talk to it from a subprocess with ``env=fake_hub.env(home)`` (see tests/fakehub.py)."""
+    from fakehub import FakeHub
+
+    with FakeHub() as hub:
+        yield hub
