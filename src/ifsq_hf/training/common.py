@@ -23,6 +23,7 @@ __all__ = [
     "add_common_training_args",
     "add_image_dataset_args",
     "batch_stream",
+    "build_image_dataset",
     "count_parameters",
     "create_accelerator",
     "init_trackers",
@@ -136,6 +137,37 @@ def add_image_dataset_args(parser: argparse.ArgumentParser, *, resolution: int) 
         help="Crops per epoch when training on the bundled photos (no --dataset_name/--train_data_dir).",
     )
     return parser
+
+
+def build_image_dataset(args: argparse.Namespace, split: str = "train", *, train: bool = True):
+    """The dataset chosen by ``add_image_dataset_args``: a Hub dataset / image folder, else the bundled photos.
+
+    Items are ``{"pixel_values": (3, R, R) in [-1, 1], "labels": int}``. Training gets random crops and flips; the
+    held-out split gets deterministic center (folder) or grid (bundled) crops.
+    """
+    from ..data import BundledPhotoDataset, load_image_dataset
+
+    source = args.dataset_name or args.train_data_dir
+    if source is None:
+        return BundledPhotoDataset(
+            resolution=args.resolution,
+            split=split,
+            num_samples=args.num_bundled_samples if train else None,
+            crops="random" if train else "grid",
+            flip=bool(args.random_flip) and train,
+            seed=args.seed,
+        )
+    return load_image_dataset(
+        source,
+        split=split,
+        resolution=args.resolution,
+        center_crop=args.center_crop or not train,
+        random_flip=bool(args.random_flip) and train,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        config_name=args.dataset_config_name,
+        streaming=args.streaming,
+    )
 
 
 def validate_common_args(args: argparse.Namespace) -> None:
