@@ -104,7 +104,12 @@ def _count_safetensors_parameters(folder: Path) -> int | None:
 def _results_markdown(metrics: dict[str, float], dataset: str | None) -> str:
     if not metrics:
         return "No evaluation was recorded for this checkpoint."
-    rows = [f"Measured on {dataset or 'the held-out data of the training run'}.", "", "| metric | value |", "|---|---|"]
+    rows = [
+        f"Measured on {dataset or 'the held-out data of the training run'}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     for name, value in metrics.items():
         arrow = " (↑)" if name.lower() in _HIGHER_IS_BETTER else " (↓)" if isinstance(value, (int, float)) else ""
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -340,12 +345,31 @@ def push_folder_to_hub(
     else:
         detect_model_kind(folder)  # fail early on a folder that is not a model
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # adds the user's namespace
     info = api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),
         path_in_repo=path_in_repo,
         commit_message=commit_message or f"Upload {detect_model_kind(folder)} with ifsq-hf",
-        ignore_patterns=["checkpoint-*", ".checkpoint-*", "logs/*", "*.tmp"],
+        # Training state stays local; weights, card, config, validation pictures and TensorBoard logs go up.
+        ignore_patterns=["checkpoint-*/**", ".checkpoint-*/**", "*.tmp"],
     )
     return str(getattr(info, "commit_url", info))
+
+
+def finish_run(output_dir: str | os.PathLike, args, metrics: dict[str, Any] | None) -> Path:
+    """End of a training script: record the run beside the saved model, write its card, push if asked."""
+    training_config = {k: v for k, v in vars(args).items() if not k.startswith("hub_token")}
+    write_run_metadata(output_dir, training_config=training_config, metrics=metrics or {})
+    repo_id = getattr(args, "hub_model_id", None) or (Path(output_dir).resolve().name if args.push_to_hub else None)
+    card = save_model_card(output_dir, repo_id=repo_id)
+    if getattr(args, "push_to_hub", False):
+        url = push_folder_to_hub(
+            output_dir,
+            repo_id,
+            token=args.hub_token,
+            private=args.hub_private_repo or None,
+            commit_message="End of training",
+        )
+        print(f"pushed {output_dir} to {url}")
+    return card

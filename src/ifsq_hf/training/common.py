@@ -22,11 +22,14 @@ from .checkpointing import TrainingState, load_checkpoint, resolve_resume_checkp
 __all__ = [
     "add_common_training_args",
     "add_image_dataset_args",
+    "all_reduce_gradients",
     "batch_stream",
+    "batches_per_epoch",
     "build_image_dataset",
     "count_parameters",
     "create_accelerator",
     "init_trackers",
+    "make_dataloader_from_args",
     "resume_if_requested",
     "save_json",
     "validate_common_args",
@@ -170,6 +173,21 @@ def build_image_dataset(args: argparse.Namespace, split: str = "train", *, train
     )
 
 
+def make_dataloader_from_args(dataset, args: argparse.Namespace, *, shuffle: bool) -> torch.utils.data.DataLoader:
+    """A DataLoader with the run's batch size and workers; streaming (iterable) datasets are never shuffled here."""
+    from ..data import collate_images
+
+    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.train_batch_size,
+        shuffle=shuffle and not iterable,
+        num_workers=args.dataloader_num_workers,
+        collate_fn=collate_images,
+        drop_last=shuffle and not iterable,
+    )
+
+
 def validate_common_args(args: argparse.Namespace) -> None:
     """Fail early, with the fix in the message, on arguments that would only break hours into a run."""
     positive = ["train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps"]
@@ -257,6 +275,31 @@ def batch_stream(
             raise ValueError("the training dataloader is empty: check the dataset and the batch size.")
         epoch += 1
         skip = 0
+
+
+def all_reduce_gradients(accelerator: Accelerator, module: nn.Module) -> None:
+    """Average ``module``'s gradients over processes, for a trained module that is not wrapped in DDP (the GAN
+    discriminator, called inside the loss). A no-op on one process."""
+    if accelerator.num_processes == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= accelerator.num_processes
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def batches_per_epoch(dataloader) -> int | None:
+    """Batches in one epoch, or ``None`` for a streaming dataset of unknown length."""
+    try:
+        return len(dataloader)
+    except TypeError:
+        return None
 
 
 def weight_decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
