@@ -33,6 +33,7 @@ __all__ = [
     "resume_if_requested",
     "save_json",
     "validate_common_args",
+    "validation_class_labels",
     "weight_decay_param_groups",
 ]
 
@@ -173,17 +174,25 @@ def build_image_dataset(args: argparse.Namespace, split: str = "train", *, train
     )
 
 
-def make_dataloader_from_args(dataset, args: argparse.Namespace, *, shuffle: bool) -> torch.utils.data.DataLoader:
-    """A DataLoader with the run's batch size and workers; streaming (iterable) datasets are never shuffled here."""
-    from ..data import collate_images
+def make_dataloader_from_args(
+    dataset, args: argparse.Namespace, *, shuffle: bool, collate_fn=None
+) -> torch.utils.data.DataLoader:
+    """A DataLoader with the run's batch size and workers; streaming (iterable) datasets are never shuffled here.
 
+    Image datasets use ``collate_images``; pass ``collate_fn`` for others (``None`` there means torch's default).
+    """
+    from ..data import collate_images
+    from .precompute import PrecomputedLatentDataset
+
+    if collate_fn is None and not isinstance(dataset, PrecomputedLatentDataset):
+        collate_fn = collate_images
     iterable = isinstance(dataset, torch.utils.data.IterableDataset)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=args.train_batch_size,
         shuffle=shuffle and not iterable,
         num_workers=args.dataloader_num_workers,
-        collate_fn=collate_images,
+        collate_fn=collate_fn,
         drop_last=shuffle and not iterable,
     )
 
@@ -300,6 +309,15 @@ def batches_per_epoch(dataloader) -> int | None:
         return len(dataloader)
     except TypeError:
         return None
+
+
+def validation_class_labels(id2label: dict[int, str], num_classes: int) -> list[int]:
+    """``num_classes`` class ids spread evenly over the label set (all of them when there are fewer)."""
+    ids = sorted(int(k) for k in id2label)
+    if num_classes >= len(ids):
+        return ids
+    step = len(ids) / num_classes
+    return [ids[int(i * step)] for i in range(num_classes)]
 
 
 def weight_decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
