@@ -158,9 +158,9 @@ def main(argv=None) -> dict:
     unknown = set(stages) - {"tokenizer", "dit", "llamagen"}
     if unknown:
         raise SystemExit(f"unknown --stages {sorted(unknown)}; choose from tokenizer, dit, llamagen.")
-    if ("dit" in stages or "llamagen" in stages) and "tokenizer" not in stages:
-        if not (out / "tokenizer_ifsq" / "config.json").is_file():
-            raise SystemExit(f"the generator stages need {out / 'tokenizer_ifsq'}: run the tokenizer stage first.")
+    needs_tokenizer = ("dit" in stages or "llamagen" in stages) and "tokenizer" not in stages
+    if needs_tokenizer and not (out / "tokenizer_ifsq" / "config.json").is_file():
+        raise SystemExit(f"the generator stages need {out / 'tokenizer_ifsq'}: run the tokenizer stage first.")
     start = time.perf_counter()
     results: dict = {"resolution": args.resolution}
     if "tokenizer" in stages:

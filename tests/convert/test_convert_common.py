@@ -33,7 +33,10 @@ def test_pickles_load_with_weights_only(tmp_path):
 
 
 def test_select_and_strip():
-    ckpt = {"state_dict": {"gen_model": {"a": torch.zeros(1)}}, "ema_state_dict": {"module._orig_mod.a": torch.ones(1)}}
+    ckpt = {
+        "state_dict": {"gen_model": {"a": torch.zeros(1)}},
+        "ema_state_dict": {"module._orig_mod.a": torch.ones(1)},
+    }
     ema = select_state_dict(ckpt, ["ema_state_dict", "state_dict/gen_model"], "tokenizer")
     assert list(strip_prefixes(ema, ["module.", "_orig_mod."])) == ["a"]
     assert select_state_dict(ckpt, ["state_dict/gen_model"], "tokenizer")["a"].item() == 0
