@@ -206,7 +206,7 @@ class LlamaGenAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        positions: torch.Tensor,
+        past_length: int = 0,
         past_key_values: Cache | None = None,
     ) -> torch.Tensor:
         b, t, _ = hidden_states.shape
@@ -223,10 +223,10 @@ class LlamaGenAttention(nn.Module):
             k, v = past_key_values.update(k, v, self.layer_idx)
         mask = None
         kv_len = k.shape[-2]
-        if (t == 1 and kv_len != int(positions[-1]) + 1) or (t > 1 and kv_len != t):
-            # With a cache (static slots, or a multi-token chunk after a prefix) causality needs an explicit mask.
-            mask = torch.arange(kv_len, device=q.device)[None, :] <= positions[:, None]
-            mask = mask[None, None]
+        if kv_len != past_length + t or (t > 1 and past_length > 0):
+            # Static slots beyond the written ones, or a multi-token chunk after a prefix: explicit causal mask.
+            query_pos = torch.arange(past_length, past_length + t, device=q.device)
+            mask = (torch.arange(kv_len, device=q.device)[None, :] <= query_pos[:, None])[None, None]
         attn_fn: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -257,11 +257,11 @@ class LlamaGenDecoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        positions: torch.Tensor,
+        past_length: int = 0,
         past_key_values: Cache | None = None,
     ) -> torch.Tensor:
         h = hidden_states + self.drop_path(
-            self.self_attn(self.input_layernorm(hidden_states), rope, positions, past_key_values=past_key_values)
+            self.self_attn(self.input_layernorm(hidden_states), rope, past_length, past_key_values=past_key_values)
         )
         return h + self.drop_path(self.mlp(self.post_attention_layernorm(h)))
 
@@ -436,13 +436,15 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_repa_features: bool = False,
         return_dict: bool | None = None,
+        past_length: int | None = None,
         **kwargs,
     ) -> LlamaGenModelOutput | tuple:
         """Run the trunk on `[class token, image tokens...]`.
 
         `class_labels` starts a new sequence at position 0; without it `image_tokens` (or `inputs_embeds`) continue
         the sequence held in `past_key_values`. With all N image tokens of an image the last one is dropped (it
-        predicts nothing), so a training call yields N positions where position n predicts token n.
+        predicts nothing), so a training call yields N positions where position n predicts token n. `past_length`
+        (the number of cached positions) spares a device sync in decoding loops.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = output_hidden_states if output_hidden_states is not None else False
@@ -451,7 +453,12 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
             past_key_values = DynamicCache(config=self.config)
         if not use_cache:
             past_key_values = None
-        past = int(past_key_values.get_seq_length()) if past_key_values is not None else 0
+        if past_key_values is None:
+            past = 0
+        elif past_length is not None:
+            past = past_length
+        else:
+            past = int(past_key_values.get_seq_length())
 
         parts = []
         if class_labels is not None:
@@ -477,9 +484,8 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
                 f"sequence of {past + t} positions exceeds image_token_size**2 = {self.config.max_position_embeddings} "
                 "(the class token + N - 1 image tokens)."
             )
-        positions = torch.arange(past, past + t, device=h.device)
         cos, sin = self.rope(h.device)
-        rope = (cos[positions], sin[positions])
+        rope = (cos[past : past + t], sin[past : past + t])
 
         all_hidden = (h,) if output_hidden_states else None
         repa = None
@@ -489,7 +495,7 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
             if self.config.repa_depth == 0:
                 repa = self.repa_projector(h)
         for i, layer in enumerate(self.layers):
-            h = layer(h, rope, positions, past_key_values=past_key_values)
+            h = layer(h, rope, past, past_key_values=past_key_values)
             if output_hidden_states:
                 all_hidden += (h,)
             if output_repa_features and i + 1 == self.config.repa_depth:
@@ -509,9 +515,8 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
         """
         cos, sin = self.rope(context.device)
         k = context.shape[1]
-        positions = torch.arange(k, device=context.device)
         for layer in self.factorized_layers:
-            context = layer(context, (cos[:k], sin[:k]), positions)
+            context = layer(context, (cos[:k], sin[:k]))
         return self.norm(context)
 
 
@@ -745,10 +750,17 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
                     prefix = _repeat_rows(self._tokens_for_model(out[:, :n]), reps)
                     h = self.model(class_labels=labels_s, image_tokens=prefix, use_cache=False).last_hidden_state
                 elif n == 0:
-                    h = self.model(class_labels=labels_s, past_key_values=cache, use_cache=True).last_hidden_state
-                else:
+                    h = self.model(
+                        class_labels=labels_s, past_key_values=cache, use_cache=True, past_length=0
+                    ).last_hidden_state
+                else:  # sampled ids are in range by construction: embed directly, no validation sync
                     prev = _repeat_rows(self._tokens_for_model(out[:, n - 1 : n]), reps)
-                    h = self.model(image_tokens=prev, past_key_values=cache, use_cache=True).last_hidden_state
+                    h = self.model(
+                        inputs_embeds=self.model.embed_image_tokens(prev),
+                        past_key_values=cache,
+                        use_cache=True,
+                        past_length=n,
+                    ).last_hidden_state
                 hs.append(h[:, -1])
             h_last = torch.cat(hs) if len(hs) > 1 else hs[0]
             if not factorized:
