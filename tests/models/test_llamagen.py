@@ -169,6 +169,22 @@ def test_sampling_is_seeded_and_filters_work(model):
     assert torch.equal(c, model.generate(class_labels=labels, guidance_scale=2.0, seed=3))
 
 
+def test_generation_config_defaults_and_logits_processor(model, tmp_path):
+    from transformers import GenerationConfig, LogitsProcessor
+
+    labels = torch.tensor([1, 2])
+    guided = model.generate(class_labels=labels, guidance_scale=3.0, do_sample=False)
+    cfg = GenerationConfig(guidance_scale=3.0, do_sample=False)
+    assert torch.equal(model.generate(class_labels=labels, generation_config=cfg), guided)
+
+    class Ban(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return scores.index_fill(-1, guided[0, :1], float("-inf"))
+
+    banned = model.generate(class_labels=labels, generation_config=cfg, logits_processor=[Ban()])
+    assert int(guided[0, 0]) not in banned.flatten().tolist()
+
+
 def test_factorized_generation(fmodel):
     labels = torch.tensor([0, 4])
     fast = fmodel.generate(class_labels=labels, guidance_scale=2.0, do_sample=False)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, StaticCache
 from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -666,18 +666,20 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
     def generate(
         self,
         class_labels: torch.Tensor | list[int] | None = None,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = 0,
-        top_p: float | None = 1.0,
-        do_sample: bool = True,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        do_sample: bool | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
-        use_cache: bool = True,
-        cache_implementation: str = "dynamic",
+        use_cache: bool | None = None,
+        cache_implementation: str | None = None,
         batched_cfg: bool = True,
         return_sub_tokens: bool = False,
+        logits_processor: LogitsProcessorList | None = None,
+        generation_config: GenerationConfig | None = None,
         **kwargs,
     ) -> torch.Tensor:
         r"""Sample the `(B, N)` image-token grid (raster order) for `class_labels`.
@@ -696,7 +698,26 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             batched_cfg: run conditional and unconditional rows in one `2B` forward (fast path); `False` runs two
                 separate passes with separate caches.
             return_sub_tokens: with factorization, return `(B, N, K)` sub-indices instead of global ids.
+            logits_processor: extra transformers `LogitsProcessor`s, run on the guided logits after the filters.
+            generation_config: defaults for the arguments left at `None` (else `model.generation_config`, so
+                `model.generation_config.guidance_scale = 2.0` is saved with the model); then the upstream
+                defaults: no guidance, temperature 1, no top-k/top-p, sampling, dynamic cache.
         """
+        gen = generation_config if generation_config is not None else self.generation_config
+
+        def setting(value, name, default):
+            if value is not None:
+                return value
+            saved = getattr(gen, name, None) if gen is not None else None
+            return saved if saved is not None else default
+
+        guidance_scale = setting(guidance_scale, "guidance_scale", 1.0)
+        temperature = setting(temperature, "temperature", 1.0)
+        top_k = setting(top_k, "top_k", 0)
+        top_p = setting(top_p, "top_p", 1.0)
+        do_sample = setting(do_sample, "do_sample", True)
+        use_cache = setting(use_cache, "use_cache", True)
+        cache_implementation = setting(cache_implementation, "cache_implementation", "dynamic")
         if kwargs:
             raise TypeError(
                 f"unexpected generate() arguments {sorted(kwargs)}; LlamaGen samples from class_labels with "
@@ -721,6 +742,7 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
         start, end = guidance_interval if guidance_interval is not None else (0.0, 1.0)
         n_tokens = self.config.num_image_tokens
         procs = self._sampling_processors(temperature, top_k, top_p) if do_sample else LogitsProcessorList()
+        procs.extend(logits_processor or [])
         b = class_labels.shape[0]
         factorized = bool(self.config.factorized_vocab_sizes)
         sizes = self.config.factorized_vocab_sizes or [self.config.vocab_size]
