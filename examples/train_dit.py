@@ -22,6 +22,7 @@ import logging
 from pathlib import Path
 
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
@@ -47,8 +48,6 @@ from ifsq_hf.training.common import (
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.flow_matching import (
     flow_matching_loss,
-    prepare_flow_matching_batch,
-    sample_logit_normal_timesteps,
 )
 from ifsq_hf.training.images import log_image_grid, make_image_grid
 from ifsq_hf.training.precompute import PrecomputedLatentDataset
@@ -131,7 +130,9 @@ def build_transformer(args, vae, latent_size: int, num_classes: int, repa_dim: i
 
 @torch.no_grad()
 def log_validation(accelerator, transformer, vae, id2label, args, step: int):
-    pipe = iFSQDiTPipeline(transformer=transformer, vae=vae, id2label=id2label)
+    pipe = iFSQDiTPipeline(
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
+    )
     pipe.set_progress_bar_config(disable=True)
     classes = validation_class_labels(id2label, args.num_validation_classes)
     labels = [c for c in classes for _ in range(args.num_validation_images_per_class)]
@@ -238,14 +239,13 @@ def main(argv: list[str] | None = None) -> dict:
                     latents = vae.encode(pixels.float()).latent
                     features = repa_encoder(pixels) if repa_encoder is not None else None
                 latents = (latents.float() - shift) * scale
-            timesteps = sample_logit_normal_timesteps(
-                latents.shape[0], mean=args.logit_normal_mean, std=args.logit_normal_std, device=latents.device
+            noisy, timesteps, target = prepare_flow_matching_inputs(
+                latents, logit_mean=args.logit_normal_mean, logit_std=args.logit_normal_std
             )
-            noisy, target = prepare_flow_matching_batch(latents, timesteps)
             out = transformer(noisy, timesteps, batch["labels"], return_repa_features=use_repa)
             losses = flow_matching_loss(out.sample, target, cosine_weight=args.cosine_loss_weight)
-            loss = losses["loss"]
-            logs = {"train/mse": float(losses["mse"]), "train/cosine": float(losses.get("cosine", 0.0))}
+            loss = losses.loss
+            logs = {"train/mse": float(losses.mse), "train/cosine": float(losses.cosine)}
             if use_repa:
                 repa = repa_projection_loss(out.repa_features, features)
                 loss = loss + args.repa_coefficient * repa
@@ -276,7 +276,9 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = ema.model if ema is not None else unwrapped
-        pipeline = iFSQDiTPipeline(transformer=final, vae=vae, id2label=id2label)
+        pipeline = iFSQDiTPipeline(
+            transformer=final, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
+        )
         pipeline.save_pretrained(args.output_dir)
         if args.validation_steps:
             log_validation(accelerator, final, vae, id2label, args, state.global_step)

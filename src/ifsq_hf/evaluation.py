@@ -145,7 +145,7 @@ def evaluate_tokenizer_cli(args: argparse.Namespace) -> dict[str, float]:
     if args.data is None:
         dataset = BundledPhotoDataset(resolution=args.resolution, split=args.split, crops="grid")
     else:
-        dataset = load_image_dataset(args.data, split=args.split, resolution=args.resolution, center_crop=True)
+        dataset = load_image_dataset(args.data, split=args.split, resolution=args.resolution)
     if args.max_images is not None:
         if hasattr(dataset, "__len__"):
             dataset = torch.utils.data.Subset(dataset, range(min(args.max_images, len(dataset))))
