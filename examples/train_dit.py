@@ -46,9 +46,7 @@ from ifsq_hf.training.common import (
     validation_class_labels,
 )
 from ifsq_hf.training.ema import ExponentialMovingAverage
-from ifsq_hf.training.flow_matching import (
-    flow_matching_loss,
-)
+from ifsq_hf.training.flow_matching import flow_matching_loss, prepare_flow_matching_inputs
 from ifsq_hf.training.images import log_image_grid, make_image_grid
 from ifsq_hf.training.precompute import PrecomputedLatentDataset
 from ifsq_hf.training.repa import load_repa_encoder, repa_projection_loss
