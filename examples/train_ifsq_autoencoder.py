@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from ifsq_hf.evaluation import evaluate_tokenizer, reconstruction_grid
 from ifsq_hf.hub import finish_run
 from ifsq_hf.metrics import LPIPS
-from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
-from ifsq_hf.quantization import utilization_stats
+from ifsq_hf.models.autoencoder_ifsq import PRESETS, iFSQAutoencoder
+from ifsq_hf.quantization import levels_from_bits, utilization_stats
 from ifsq_hf.training.checkpointing import save_checkpoint
 from ifsq_hf.training.common import (
     add_common_training_args,
@@ -90,10 +90,13 @@ def build_model(args: argparse.Namespace) -> iFSQAutoencoder:
     if args.quantizer_alpha is not None:
         overrides["quantizer_alpha"] = args.quantizer_alpha
     if args.bits_per_dim is not None:
-        from ifsq_hf.quantization import levels_from_bits
-
-        base = iFSQAutoencoder.preset_config(args.preset) if args.model_config is None else {}
-        channels = overrides.get("latent_channels") or base.get("latent_channels", 4)
+        if args.model_config:
+            base = json.loads(Path(args.model_config).read_text())
+        elif args.pretrained_model_name_or_path:
+            base = dict(iFSQAutoencoder.load_config(args.pretrained_model_name_or_path))
+        else:
+            base = PRESETS[args.preset]
+        channels = base.get("latent_channels", 4)
         overrides["levels"] = levels_from_bits(args.bits_per_dim, channels)
     if args.pretrained_model_name_or_path:
         return iFSQAutoencoder.from_pretrained(args.pretrained_model_name_or_path, **overrides)

@@ -1,0 +1,900 @@
+"""Class-conditional LlamaGen (arXiv 2406.06525) over iFSQ image tokens, as a transformers model.
+
+Architecture as in the official iFSQ code (`llamagen/models/llamagen.py`, itself upstream LlamaGen `gpt.py`):
+pre-RMSNorm Llama blocks with a fused QKV projection, SwiGLU, 2-D rotary embedding on interleaved pairs, one class
+token whose rotary entry is zero (so its query and key are zeroed, exactly as upstream), optional token
+factorization (K sub-indices per position predicted by extra causal blocks) and an optional REPA projector.
+
+State-dict mapping from the official/upstream checkpoints (see `convert_llamagen_state_dict`):
+
+| official / upstream key                     | this model                                          |
+|---------------------------------------------|-----------------------------------------------------|
+| `cls_embedding.embedding_table.weight`      | `model.class_embedding.weight`                      |
+| `tok_embeddings.weight` / `{i}_emb.weight`  | `model.embed_tokens.weight` / `model.embed_tokens.{i}.weight` |
+| `layers.{l}.attention.wqkv.weight`          | `model.layers.{l}.self_attn.qkv_proj.weight`        |
+| `layers.{l}.attention.wo.weight`            | `model.layers.{l}.self_attn.o_proj.weight`          |
+| `layers.{l}.feed_forward.w1/w3/w2.weight`   | `model.layers.{l}.mlp.gate_proj/up_proj/down_proj.weight` |
+| `layers.{l}.attention_norm/ffn_norm.weight` | `model.layers.{l}.input_layernorm/post_attention_layernorm.weight` |
+| `factorized_blocks.{j}.*`                   | `model.factorized_layers.{j}.*` (same sub-keys)     |
+| `norm.weight`                               | `model.norm.weight`                                 |
+| `projectors.0.{0,2,4}.*`                    | `model.repa_projector.{0,2,4}.*`                    |
+| `output.weight` / `output.{i}.weight`       | `lm_head.weight` / `lm_head.{i}.weight`             |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache, StaticCache
+from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_llamagen import LlamaGenConfig
+
+__all__ = [
+    "LlamaGenForImageGeneration",
+    "LlamaGenImageGenerationOutput",
+    "LlamaGenModel",
+    "LlamaGenModelOutput",
+    "LlamaGenPreTrainedModel",
+    "convert_llamagen_state_dict",
+]
+
+
+@dataclass
+class LlamaGenModelOutput(ModelOutput):
+    """Trunk output.
+
+    Args:
+        last_hidden_state: `(B, T, D)` hidden states after the final block (before the final norm).
+        past_key_values: the KV cache, when one is used.
+        hidden_states: per-layer hidden states (embeddings first) when `output_hidden_states=True`.
+        repa_features: `(B, T, F)` REPA projector output; position n is the state predicting image token n.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    repa_features: torch.Tensor | None = None
+
+
+@dataclass
+class LlamaGenImageGenerationOutput(ModelOutput):
+    """Output of [`LlamaGenForImageGeneration`].
+
+    Args:
+        loss: summed next-token cross-entropy (one term per sub-token with factorization) when `labels` is given.
+        logits: `(B, T, vocab_size)`, or with factorization a tuple of K tensors `(B, T', V_k)`; position n scores
+            image token n.
+        past_key_values: the KV cache, when one is used.
+        hidden_states: per-layer hidden states when `output_hidden_states=True`.
+        repa_features: `(B, T, F)` REPA projector output when `output_repa_features=True`.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | tuple[torch.Tensor, ...] | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    repa_features: torch.Tensor | None = None
+
+
+def rope_2d_table(grid_size: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """LlamaGen's 2-D rotary table: `(1 + grid_size**2, head_dim // 2)` cos and sin.
+
+    Row 0 is the class token and is all zeros (cos = sin = 0, which zeroes its query and key, as upstream);
+    row 1 + n is grid cell n in raster order, whose angles are `[row * f ‖ col * f]` with `head_dim // 4`
+    frequencies `f`.
+    """
+    half = head_dim // 2
+    freqs = 1.0 / (theta ** (torch.arange(0, half, 2, device=device)[: half // 2].float() / half))
+    t = torch.arange(grid_size, device=device, dtype=torch.float32)
+    f = torch.outer(t, freqs)
+    angles = torch.cat(
+        [f[:, None, :].expand(-1, grid_size, -1), f[None, :, :].expand(grid_size, -1, -1)], dim=-1
+    ).flatten(0, 1)
+    zeros = torch.zeros(1, half, device=device)
+    return torch.cat([zeros, angles.cos()]), torch.cat([zeros, angles.sin()])
+
+
+def apply_rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs `(x[2i], x[2i+1])` of `x (B, H, T, D)` by `cos/sin (T, D/2)`, in fp32."""
+    xs = x.float().unflatten(-1, (-1, 2))
+    x0, x1 = xs[..., 0], xs[..., 1]
+    out = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention; a `None` mask means causal (same convention as the SDPA path)."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    q_len, kv_len = query.shape[-2], key.shape[-2]
+    if attention_mask is None and q_len > 1:
+        attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    out = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return out, weights
+
+
+class LlamaGenRMSNorm(nn.Module):
+    """RMSNorm computed in fp32, then scaled (upstream order: normalize, cast back, multiply by the weight)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class LlamaGenDropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample, rescaling the kept ones."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class LlamaGenMLP(nn.Module):
+    def __init__(self, config: LlamaGenConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.dropout = nn.Dropout(config.ffn_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+
+
+class LlamaGenAttention(nn.Module):
+    """Multi-head (or grouped-query) attention with a fused QKV projection and interleaved 2-D RoPE."""
+
+    def __init__(self, config: LlamaGenConfig, layer_idx: int | None):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = self.num_heads // self.num_kv_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        self.qkv_proj = nn.Linear(
+            config.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim, bias=False
+        )
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
+        self.resid_dropout = nn.Dropout(config.residual_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        past_length: int = 0,
+        past_key_values: Cache | None = None,
+    ) -> torch.Tensor:
+        b, t, _ = hidden_states.shape
+        q, k, v = self.qkv_proj(hidden_states).split(
+            [self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim],
+            dim=-1,
+        )
+        q = q.view(b, t, -1, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, -1, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, -1, self.head_dim).transpose(1, 2)
+        q = apply_rope_interleaved(q, *rope)
+        k = apply_rope_interleaved(k, *rope)
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        mask = None
+        kv_len = k.shape[-2]
+        if kv_len != past_length + t or (t > 1 and past_length > 0):
+            # Static slots beyond the written ones, or a multi-token chunk after a prefix: explicit causal mask.
+            query_pos = torch.arange(past_length, past_length + t, device=q.device)
+            mask = (torch.arange(kv_len, device=q.device)[None, :] <= query_pos[:, None])[None, None]
+        attn_fn: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        out, _ = attn_fn(
+            self,
+            q,
+            k,
+            v,
+            mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        return self.resid_dropout(self.o_proj(out.reshape(b, t, -1)))
+
+
+class LlamaGenDecoderLayer(GradientCheckpointingLayer):
+    """Pre-norm block: `h = x + drop_path(attn(norm(x)))`, `out = h + drop_path(mlp(norm(h)))`."""
+
+    def __init__(self, config: LlamaGenConfig, layer_idx: int | None, drop_path: float = 0.0):
+        super().__init__()
+        self.self_attn = LlamaGenAttention(config, layer_idx)
+        self.mlp = LlamaGenMLP(config)
+        self.input_layernorm = LlamaGenRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = LlamaGenRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.drop_path = LlamaGenDropPath(drop_path)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        past_length: int = 0,
+        past_key_values: Cache | None = None,
+    ) -> torch.Tensor:
+        h = hidden_states + self.drop_path(
+            self.self_attn(self.input_layernorm(hidden_states), rope, past_length, past_key_values=past_key_values)
+        )
+        return h + self.drop_path(self.mlp(self.post_attention_layernorm(h)))
+
+
+class LlamaGenPreTrainedModel(PreTrainedModel):
+    config_class = LlamaGenConfig
+    config: LlamaGenConfig
+    base_model_prefix = "model"
+    main_input_name = "class_labels"
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["LlamaGenDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Upstream init: N(0, 0.02) for every Linear and Embedding, ones for norms, zeros for the output heads.
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if getattr(module, "_llamagen_zero_init", False):
+                init.zeros_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, LlamaGenRMSNorm):
+            init.ones_(module.weight)
+
+
+def _drop_path_rates(rate: float, n: int) -> list[float]:
+    return [float(x) for x in torch.linspace(0, rate, n)] if n else []
+
+
+class LlamaGenModel(LlamaGenPreTrainedModel):
+    """The LlamaGen trunk: class/token embeddings, the decoder blocks and the final norm.
+
+    The factorized sub-token blocks and the REPA projector live here too (so the whole network shares one
+    `model.` prefix); the output heads are in [`LlamaGenForImageGeneration`].
+    """
+
+    def __init__(self, config: LlamaGenConfig):
+        super().__init__(config)
+        has_null = config.class_dropout_prob > 0
+        self.class_embedding = nn.Embedding(config.num_classes + int(has_null), config.hidden_size)
+        if config.factorized_vocab_sizes:
+            self.embed_tokens = nn.ModuleList(
+                [nn.Embedding(v, config.hidden_size) for v in config.factorized_vocab_sizes]
+            )
+        else:
+            self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.token_dropout = nn.Dropout(config.token_dropout_prob)
+        rates = _drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
+        self.layers = nn.ModuleList(
+            [LlamaGenDecoderLayer(config, i, rates[i]) for i in range(config.num_hidden_layers)]
+        )
+        if config.factorized_vocab_sizes:
+            frates = _drop_path_rates(config.drop_path_rate, config.factorized_num_layers)
+            # No layer_idx: the sub-token sequence (K <= a few tokens) is recomputed rather than cached.
+            self.factorized_layers = nn.ModuleList(
+                [LlamaGenDecoderLayer(config, None, frates[i]) for i in range(config.factorized_num_layers)]
+            )
+        self.norm = LlamaGenRMSNorm(config.hidden_size, config.rms_norm_eps)
+        if config.repa_feature_dim:
+            d = config.repa_projector_dim
+            self.repa_projector = nn.Sequential(
+                nn.Linear(config.hidden_size, d),
+                nn.SiLU(),
+                nn.Linear(d, d),
+                nn.SiLU(),
+                nn.Linear(d, config.repa_feature_dim),
+            )
+        self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.post_init()
+
+    @property
+    def null_class_id(self) -> int | None:
+        """Id of the unconditional (null) class, or `None` when the model has no null class embedding."""
+        return self.config.num_classes if self.class_embedding.num_embeddings > self.config.num_classes else None
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embed_tokens = value
+
+    def rope(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full `(1 + N, head_dim/2)` cos/sin table; derived from the config, so never part of the state dict."""
+        if self._rope_cache is None or self._rope_cache[0].device != torch.device(device):
+            self._rope_cache = rope_2d_table(
+                self.config.image_token_size, self.config.head_dim, self.config.rope_theta, device=device
+            )
+        return self._rope_cache
+
+    def check_class_labels(self, class_labels: torch.Tensor) -> torch.Tensor:
+        if class_labels.ndim != 1 or torch.is_floating_point(class_labels):
+            raise ValueError(
+                f"class_labels must be a 1-D integer tensor, got {class_labels.dtype} {tuple(class_labels.shape)}."
+            )
+        hi = self.class_embedding.num_embeddings - 1
+        if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) > hi):
+            null = f" (id {self.null_class_id} is the null class)" if self.null_class_id is not None else ""
+            raise ValueError(
+                f"class_labels must lie in [0, {hi}]{null}; got values in "
+                f"[{int(class_labels.min())}, {int(class_labels.max())}]."
+            )
+        return class_labels.long()
+
+    def split_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Global token ids `(B, T)` -> factorized sub-indices `(B, T, K)` (sub-token 0 least significant)."""
+        sizes = self.config.factorized_vocab_sizes
+        if image_tokens.ndim == 3:
+            if image_tokens.shape[-1] != len(sizes):
+                raise ValueError(f"expected {len(sizes)} sub-indices per position, got {image_tokens.shape[-1]}.")
+            return image_tokens
+        mults = torch.tensor([math.prod(sizes[:k]) for k in range(len(sizes))], device=image_tokens.device)
+        return torch.div(image_tokens.unsqueeze(-1), mults, rounding_mode="floor") % torch.tensor(
+            sizes, device=image_tokens.device
+        )
+
+    def merge_tokens(self, sub_tokens: torch.Tensor) -> torch.Tensor:
+        """Factorized sub-indices `(..., K)` -> global ids `(...)` (inverse of `split_tokens`)."""
+        sizes = self.config.factorized_vocab_sizes
+        mults = torch.tensor([math.prod(sizes[:k]) for k in range(len(sizes))], device=sub_tokens.device)
+        return (sub_tokens * mults).sum(-1)
+
+    def check_image_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        if torch.is_floating_point(image_tokens) or image_tokens.ndim not in (2, 3):
+            raise ValueError(
+                f"image_tokens must be integer (B, T) ids, got {image_tokens.dtype} {tuple(image_tokens.shape)}."
+            )
+        image_tokens = image_tokens.long()
+        if image_tokens.ndim == 3:
+            if not self.config.factorized_vocab_sizes:
+                raise ValueError("(B, T, K) sub-token ids need a config with factorized_vocab_sizes.")
+            hi = torch.tensor(self.config.factorized_vocab_sizes, device=image_tokens.device)
+            bad = (image_tokens < 0) | (image_tokens >= hi)
+        else:
+            bad = (image_tokens < 0) | (image_tokens >= self.config.vocab_size)
+        if image_tokens.numel() and bool(bad.any()):
+            raise ValueError(
+                f"image_tokens must lie in [0, {self.config.vocab_size - 1}] (the tokenizer codebook); got values "
+                f"in [{int(image_tokens.min())}, {int(image_tokens.max())}]. Check the tokenizer matches the model."
+            )
+        return image_tokens
+
+    def embed_image_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings; with factorization the sum of the K sub-token embeddings (as upstream)."""
+        if not self.config.factorized_vocab_sizes:
+            return self.embed_tokens(image_tokens)
+        sub = self.split_tokens(image_tokens)
+        return sum(emb(sub[..., k]) for k, emb in enumerate(self.embed_tokens))
+
+    def embed_classes(self, class_labels: torch.Tensor) -> torch.Tensor:
+        """`(B, 1, D)` class embeddings, with label dropout to the null class in training."""
+        class_labels = self.check_class_labels(class_labels)
+        if self.training and self.config.class_dropout_prob > 0:
+            drop = torch.rand(class_labels.shape, device=class_labels.device) < self.config.class_dropout_prob
+            class_labels = torch.where(drop, self.config.num_classes, class_labels)
+        return self.class_embedding(class_labels)[:, None]
+
+    def forward(
+        self,
+        class_labels: torch.Tensor | None = None,
+        image_tokens: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_repa_features: bool = False,
+        return_dict: bool | None = None,
+        past_length: int | None = None,
+        **kwargs,
+    ) -> LlamaGenModelOutput | tuple:
+        """Run the trunk on `[class token, image tokens...]`.
+
+        `class_labels` starts a new sequence at position 0; without it `image_tokens` (or `inputs_embeds`) continue
+        the sequence held in `past_key_values`. With all N image tokens of an image the last one is dropped (it
+        predicts nothing), so a training call yields N positions where position n predicts token n. `past_length`
+        (the number of cached positions) spares a device sync in decoding loops.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else False
+        use_cache = use_cache if use_cache is not None else (past_key_values is not None)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        if not use_cache:
+            past_key_values = None
+        if past_key_values is None:
+            past = 0
+        elif past_length is not None:
+            past = past_length
+        else:
+            past = int(past_key_values.get_seq_length())
+
+        parts = []
+        if class_labels is not None:
+            if past:
+                raise ValueError("class_labels start a new sequence; pass a fresh (empty) cache with them.")
+            parts.append(self.embed_classes(class_labels))
+        elif past == 0:
+            raise ValueError("class_labels are required (or a cache holding the class token and earlier tokens).")
+        if image_tokens is not None:
+            image_tokens = self.check_image_tokens(image_tokens)
+            if image_tokens.shape[1] + past + len(parts) > self.config.max_position_embeddings:
+                image_tokens = image_tokens[:, : self.config.num_image_tokens - 1]
+            parts.append(self.embed_image_tokens(image_tokens))
+        if inputs_embeds is not None:
+            parts.append(inputs_embeds)
+        if not parts:
+            raise ValueError("nothing to run: pass class_labels, image_tokens or inputs_embeds.")
+        h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        h = self.token_dropout(h)
+        t = h.shape[1]
+        if past + t > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence of {past + t} positions exceeds image_token_size**2 = {self.config.max_position_embeddings} "
+                "(the class token + N - 1 image tokens)."
+            )
+        cos, sin = self.rope(h.device)
+        rope = (cos[past : past + t], sin[past : past + t])
+
+        all_hidden = (h,) if output_hidden_states else None
+        repa = None
+        if output_repa_features:
+            if not self.config.repa_feature_dim:
+                raise ValueError("output_repa_features=True needs a config with repa_feature_dim set.")
+            if self.config.repa_depth == 0:
+                repa = self.repa_projector(h)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, rope, past, past_key_values=past_key_values)
+            if output_hidden_states:
+                all_hidden += (h,)
+            if output_repa_features and i + 1 == self.config.repa_depth:
+                repa = self.repa_projector(h)
+        out = LlamaGenModelOutput(
+            last_hidden_state=h,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=all_hidden,
+            repa_features=repa,
+        )
+        return out if return_dict else out.to_tuple()
+
+    def factorized_hidden(self, context: torch.Tensor) -> torch.Tensor:
+        """Run the sub-token blocks on `(M, k, D)` sequences `[h_n, emb_0(s_0), ...]`; returns normed `(M, k, D)`.
+
+        Positions use the first k rows of the rotary table (row 0 zero, row 1 identity...), as upstream.
+        """
+        cos, sin = self.rope(context.device)
+        k = context.shape[1]
+        for layer in self.factorized_layers:
+            context = layer(context, (cos[:k], sin[:k]))
+        return self.norm(context)
+
+
+def _repeat_rows(x: torch.Tensor, reps: int) -> torch.Tensor:
+    return x.repeat(reps, *([1] * (x.dim() - 1))) if reps > 1 else x
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
+    """LlamaGen with its output head(s): class-conditional next-image-token prediction and CFG sampling.
+
+    Example:
+        ```python
+        >>> config = LlamaGenConfig.from_preset("tiny")
+        >>> model = LlamaGenForImageGeneration(config).eval()
+        >>> tokens = model.generate(class_labels=torch.tensor([1, 2]), guidance_scale=2.0, seed=0)  # (2, 16)
+        ```
+    """
+
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"model\.repa_projector\..*"]
+
+    def __init__(self, config: LlamaGenConfig):
+        super().__init__(config)
+        self.model = LlamaGenModel(config)
+        if config.factorized_vocab_sizes:
+            self.lm_head = nn.ModuleList(
+                [nn.Linear(config.hidden_size, v, bias=False) for v in config.factorized_vocab_sizes]
+            )
+            for head in self.lm_head:
+                head._llamagen_zero_init = True
+        else:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head._llamagen_zero_init = True
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        class_labels: torch.Tensor | None = None,
+        image_tokens: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_repa_features: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> LlamaGenImageGenerationOutput | tuple:
+        r"""Teacher-forced scores for image tokens given a class.
+
+        Args:
+            class_labels: `(B,)` class ids; `num_classes` is the null class.
+            image_tokens: `(B, T)` token ids of the image so far, in raster order (a full image: `T = N`); with
+                factorization also `(B, T, K)` sub-indices.
+            labels: `(B, L)` targets aligned with the logits (usually `labels=image_tokens`); -100 is ignored.
+            output_repa_features: also return the REPA projector output (the loss lives in
+                `ifsq_hf.training.repa.repa_projection_loss`).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.model(
+            class_labels=class_labels,
+            image_tokens=image_tokens,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            output_repa_features=output_repa_features,
+            return_dict=True,
+        )
+        h = out.last_hidden_state
+        if self.config.factorized_vocab_sizes:
+            logits = self._factorized_logits(h, image_tokens, labels)
+        else:
+            logits = self.lm_head(self.model.norm(h)).float()
+        loss = None
+        if labels is not None:
+            loss = self.loss_from_logits(logits, labels)
+        result = LlamaGenImageGenerationOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            repa_features=out.repa_features,
+        )
+        return result if return_dict else result.to_tuple()
+
+    def _factorized_logits(
+        self, h: torch.Tensor, image_tokens: torch.Tensor | None, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, ...]:
+        # Sub-token k at position n is predicted from [h_n, emb_0(s_0[n]), ..., emb_{k-1}(s_{k-1}[n])], teacher-forced
+        # with the target token's own earlier sub-indices.
+        targets = labels if labels is not None else image_tokens
+        if targets is None:
+            raise ValueError("factorized logits are teacher-forced: pass image_tokens (or labels) with the targets.")
+        targets = self.model.check_image_tokens(targets.masked_fill(targets < 0, 0))
+        sub = self.model.split_tokens(targets)
+        n = min(h.shape[1], sub.shape[1])
+        b, _, d = h.shape
+        ctx = [h[:, :n]] + [emb(sub[:, :n, k]) for k, emb in enumerate(self.model.embed_tokens[:-1])]
+        ctx = torch.stack(ctx, dim=2).reshape(b * n, -1, d)
+        hk = self.model.factorized_hidden(ctx).reshape(b, n, -1, d)
+        return tuple(head(hk[:, :, k]).float() for k, head in enumerate(self.lm_head))
+
+    def loss_from_logits(self, logits: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy, summed over sub-tokens with factorization (upstream: Σ_k CE_k)."""
+        if not isinstance(logits, tuple):
+            return _cross_entropy(logits[:, : labels.shape[1]], labels)
+        ignore = labels < 0 if labels.ndim == 2 else (labels < 0).any(-1)
+        sub = self.model.split_tokens(labels.masked_fill(labels < 0, 0)).masked_fill(ignore[..., None], -100)
+        n = logits[0].shape[1]
+        return sum(_cross_entropy(lg, sub[:, :n, k]) for k, lg in enumerate(logits))
+
+    # ------------------------------------------------------------------------------------------------ generation
+
+    def _sampling_processors(self, temperature: float, top_k: int | None, top_p: float | None) -> LogitsProcessorList:
+        procs = LogitsProcessorList()
+        if temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(temperature))
+        if top_k:
+            procs.append(TopKLogitsWarper(top_k))
+        if top_p is not None and top_p < 1.0:
+            procs.append(TopPLogitsWarper(top_p))
+        return procs
+
+    @staticmethod
+    def _guided(logits: torch.Tensor, b: int, scale: float, active: bool) -> torch.Tensor:
+        cond, uncond = logits[:b], logits[b:]
+        return uncond + scale * (cond - uncond) if active and uncond.shape[0] else cond
+
+    def _new_cache(self, cache_implementation: str | None, batch: int) -> Cache | None:
+        if cache_implementation is None:
+            return None
+        if cache_implementation == "dynamic":
+            return DynamicCache(config=self.config)
+        if cache_implementation == "static":
+            return StaticCache(config=self.config, max_cache_len=self.config.max_position_embeddings)
+        raise ValueError(f"cache_implementation must be 'dynamic', 'static' or None, got {cache_implementation!r}.")
+
+    @torch.no_grad()
+    def generate(
+        self,
+        class_labels: torch.Tensor | list[int] | None = None,
+        guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        do_sample: bool | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        use_cache: bool | None = None,
+        cache_implementation: str | None = None,
+        batched_cfg: bool = True,
+        return_sub_tokens: bool = False,
+        logits_processor: LogitsProcessorList | None = None,
+        generation_config: GenerationConfig | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        r"""Sample the `(B, N)` image-token grid (raster order) for `class_labels`.
+
+        Args:
+            class_labels: `(B,)` class ids.
+            guidance_scale: CFG scale `s` in logits space, `u + s (c - u)`, the null class being the unconditional
+                input; 1.0 disables guidance (no unconditional pass).
+            guidance_interval: `(start, end)` fractions of the token sequence where CFG applies (token n is guided
+                when `start <= n / N < end`); `None` = every token (upstream `cfg_interval=-1`).
+            temperature, top_k, top_p: sampling filters applied after CFG (0 / 1.0 = off), as upstream.
+            do_sample: `False` = greedy (argmax) decoding.
+            generator, seed: randomness for sampling (`seed` builds a generator on the model's device).
+            use_cache, cache_implementation: KV cache ("dynamic" or "static"); `use_cache=False` recomputes the
+                full prefix every step (slow, a reference).
+            batched_cfg: run conditional and unconditional rows in one `2B` forward (fast path); `False` runs two
+                separate passes with separate caches.
+            return_sub_tokens: with factorization, return `(B, N, K)` sub-indices instead of global ids.
+            logits_processor: extra transformers `LogitsProcessor`s, run on the guided logits after the filters.
+            generation_config: defaults for the arguments left at `None` (else `model.generation_config`, so
+                `model.generation_config.guidance_scale = 2.0` is saved with the model); then the upstream
+                defaults: no guidance, temperature 1, no top-k/top-p, sampling, dynamic cache.
+        """
+        gen = generation_config if generation_config is not None else self.generation_config
+
+        def setting(value, name, default):
+            if value is not None:
+                return value
+            saved = getattr(gen, name, None) if gen is not None else None
+            return saved if saved is not None else default
+
+        guidance_scale = setting(guidance_scale, "guidance_scale", 1.0)
+        temperature = setting(temperature, "temperature", 1.0)
+        top_k = setting(top_k, "top_k", 0)
+        top_p = setting(top_p, "top_p", 1.0)
+        do_sample = setting(do_sample, "do_sample", True)
+        use_cache = setting(use_cache, "use_cache", True)
+        cache_implementation = setting(cache_implementation, "cache_implementation", "dynamic")
+        if kwargs:
+            raise TypeError(
+                f"unexpected generate() arguments {sorted(kwargs)}; LlamaGen samples from class_labels with "
+                "guidance_scale, guidance_interval, temperature, top_k, top_p, do_sample, generator/seed."
+            )
+        if class_labels is None:
+            raise ValueError("generate() needs class_labels, e.g. model.generate(class_labels=torch.tensor([207])).")
+        device = self.device
+        class_labels = self.model.check_class_labels(torch.as_tensor(class_labels, device=device).reshape(-1))
+        use_cfg = guidance_scale is not None and guidance_scale != 1.0
+        null = self.model.null_class_id
+        if use_cfg and null is None:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} needs a null class embedding, but this model was built with "
+                "class_dropout_prob=0 (no unconditional class). Use guidance_scale=1.0 or a model trained with label "
+                "dropout."
+            )
+        if do_sample and temperature == 0:
+            do_sample = False
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
+        start, end = guidance_interval if guidance_interval is not None else (0.0, 1.0)
+        n_tokens = self.config.num_image_tokens
+        procs = self._sampling_processors(temperature, top_k, top_p) if do_sample else LogitsProcessorList()
+        procs.extend(logits_processor or [])
+        b = class_labels.shape[0]
+        factorized = bool(self.config.factorized_vocab_sizes)
+        sizes = self.config.factorized_vocab_sizes or [self.config.vocab_size]
+        out = torch.zeros(b, n_tokens, len(sizes), dtype=torch.long, device=device)
+
+        def pick(logits: torch.Tensor, n: int) -> torch.Tensor:
+            flat = out[:, :n].reshape(b, -1)
+            scores = procs(flat, logits.float())
+            if not do_sample:
+                return scores.argmax(-1)
+            return torch.multinomial(F.softmax(scores, dim=-1), 1, generator=generator).squeeze(-1)
+
+        if use_cfg and batched_cfg:
+            streams = [torch.cat([class_labels, torch.full_like(class_labels, null)])]
+        elif use_cfg:
+            streams = [class_labels, torch.full_like(class_labels, null)]
+        else:
+            streams = [class_labels]
+        caches = [self._new_cache(cache_implementation if use_cache else None, s.shape[0]) for s in streams]
+
+        for n in range(n_tokens):
+            active = use_cfg and start <= n / n_tokens < end
+            hs = []
+            for labels_s, cache in zip(streams, caches):
+                reps = labels_s.shape[0] // b
+                if cache is None:  # reference path: recompute the whole prefix
+                    prefix = _repeat_rows(self._tokens_for_model(out[:, :n]), reps)
+                    h = self.model(class_labels=labels_s, image_tokens=prefix, use_cache=False).last_hidden_state
+                elif n == 0:
+                    h = self.model(
+                        class_labels=labels_s, past_key_values=cache, use_cache=True, past_length=0
+                    ).last_hidden_state
+                else:  # sampled ids are in range by construction: embed directly, no validation sync
+                    prev = _repeat_rows(self._tokens_for_model(out[:, n - 1 : n]), reps)
+                    h = self.model(
+                        inputs_embeds=self.model.embed_image_tokens(prev),
+                        past_key_values=cache,
+                        use_cache=True,
+                        past_length=n,
+                    ).last_hidden_state
+                hs.append(h[:, -1])
+            h_last = torch.cat(hs) if len(hs) > 1 else hs[0]
+            if not factorized:
+                logits = self.lm_head(self.model.norm(h_last[:, None]))[:, 0].float()
+                out[:, n, 0] = pick(self._guided(logits, b, guidance_scale, active), n)
+                continue
+            # Sub-token by sub-token, CFG per sub-token; the unconditional rows see the same sampled sub-indices.
+            rows = h_last.shape[0]
+            ctx = h_last[:, None]
+            for k, head in enumerate(self.lm_head):
+                hk = self.model.factorized_hidden(ctx)[:, -1]
+                logits = head(hk).float()
+                sub = pick(self._guided(logits, b, guidance_scale, active), n)
+                out[:, n, k] = sub
+                if k + 1 < len(sizes):
+                    emb = self.model.embed_tokens[k](sub.repeat(rows // b))
+                    ctx = torch.cat([ctx, emb[:, None]], dim=1)
+        if not factorized:
+            return out[..., 0]
+        return out if return_sub_tokens else self.model.merge_tokens(out)
+
+    def _tokens_for_model(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens if self.config.factorized_vocab_sizes else tokens[..., 0]
+
+    @torch.no_grad()
+    def generate_images(
+        self,
+        class_labels: torch.Tensor | list[int],
+        tokenizer: nn.Module,
+        output_type: str = "pil",
+        **generate_kwargs: Any,
+    ):
+        """Sample tokens with [`generate`] and decode them with an iFSQ tokenizer (`iFSQAutoencoder`).
+
+        Returns a list of PIL images (`"pil"`), a `(B, H, W, 3)` float array in [0, 1] (`"np"`) or a
+        `(B, 3, H, W)` tensor in [0, 1] (`"pt"`).
+        """
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        self.check_tokenizer(tokenizer)
+        tokens = self.generate(class_labels=class_labels, **generate_kwargs)
+        s = self.config.image_token_size
+        indices = tokens.reshape(tokens.shape[0], s, s).to(tokenizer.device)
+        images = tokenizer.decode_indices(indices).sample
+        images = ((images.float().clamp(-1, 1) + 1) / 2).cpu()
+        if output_type == "pt":
+            return images
+        arr = images.permute(0, 2, 3, 1).numpy()
+        if output_type == "np":
+            return arr
+        from PIL import Image
+
+        return [Image.fromarray((a * 255).round().astype("uint8")) for a in arr]
+
+    def check_tokenizer(self, tokenizer: nn.Module) -> None:
+        """Raise a `ValueError` unless the tokenizer's codebook (and factorized groups) match this model."""
+        size = getattr(tokenizer, "codebook_size", None)
+        if size is None:
+            raise ValueError(f"{type(tokenizer).__name__} has no codebook_size; pass an iFSQAutoencoder.")
+        if int(size) != self.config.vocab_size:
+            raise ValueError(
+                f"the tokenizer's codebook has {size} codes but this LlamaGen has vocab_size={self.config.vocab_size}; "
+                "use the tokenizer the model was trained with (vocab_size = prod(levels))."
+            )
+        if self.config.factorized_vocab_sizes:
+            groups = list(getattr(getattr(tokenizer, "quantizer", None), "group_sizes", []) or [])
+            if groups and groups != list(self.config.factorized_vocab_sizes):
+                raise ValueError(
+                    f"the tokenizer's factorized groups {groups} differ from the model's factorized_vocab_sizes "
+                    f"{self.config.factorized_vocab_sizes}."
+                )
+
+
+def convert_llamagen_state_dict(state_dict: Mapping[str, torch.Tensor], keep_projector: bool = True) -> dict:
+    """Rename an official iFSQ `llamagen.py` / upstream LlamaGen `gpt.py` state dict to this model's keys.
+
+    Strips `module.` / `_orig_mod.` prefixes; drops the REPA projector when `keep_projector=False` (inference) and
+    keys with no counterpart (`freqs_cis`, KV-cache buffers, `causal_mask`).
+    """
+    sub = [
+        (".attention.wqkv.", ".self_attn.qkv_proj."),
+        (".attention.wo.", ".self_attn.o_proj."),
+        (".feed_forward.w1.", ".mlp.gate_proj."),
+        (".feed_forward.w3.", ".mlp.up_proj."),
+        (".feed_forward.w2.", ".mlp.down_proj."),
+        (".attention_norm.", ".input_layernorm."),
+        (".ffn_norm.", ".post_attention_layernorm."),
+    ]
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        if "freqs_cis" in key or "kv_cache" in key or key == "causal_mask":
+            continue
+        if key.startswith("projectors."):
+            if not keep_projector:
+                continue
+            key = "model.repa_projector." + key.split(".", 2)[2]
+        elif key.startswith("output."):
+            key = "lm_head." + key[len("output.") :]
+        elif key.startswith("cls_embedding.embedding_table."):
+            key = "model.class_embedding." + key.split(".", 2)[2]
+        elif key.startswith("tok_embeddings."):
+            key = "model.embed_tokens." + key[len("tok_embeddings.") :]
+        elif key.split(".")[0].endswith("_emb") and key.split(".")[0][:-4].isdigit():
+            key = f"model.embed_tokens.{key.split('.')[0][:-4]}." + key.split(".", 1)[1]
+        elif key.startswith("factorized_blocks."):
+            key = "model.factorized_layers." + key[len("factorized_blocks.") :]
+        else:
+            key = "model." + key
+        for old, new in sub:
+            key = key.replace(old, new)
+        out[key] = value
+    return out

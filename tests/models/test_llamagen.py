@@ -1,0 +1,370 @@
+"""LlamaGen as a transformers model: training forward, caches, CFG generation, REPA, save/load, LoRA, errors."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from ifsq_hf.models.llamagen import (
+    LlamaGenConfig,
+    LlamaGenForImageGeneration,
+    LlamaGenImageGenerationOutput,
+    LlamaGenModel,
+    convert_llamagen_state_dict,
+)
+from ifsq_hf.models.llamagen.modeling_llamagen import rope_2d_table
+from ifsq_hf.training.repa import repa_projection_loss
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def make_model(**overrides) -> LlamaGenForImageGeneration:
+    """Tiny model with random (not zero-initialised) heads, so greedy decoding is not trivially constant."""
+    model = LlamaGenForImageGeneration(LlamaGenConfig.from_preset("tiny", **overrides))
+    heads = model.lm_head if isinstance(model.lm_head, torch.nn.ModuleList) else [model.lm_head]
+    for head in heads:
+        torch.nn.init.normal_(head.weight, std=0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return make_model(repa_feature_dim=8)
+
+
+@pytest.fixture(scope="module")
+def fmodel():
+    torch.manual_seed(1)
+    return make_model(factorized_vocab_sizes=[8, 8])
+
+
+def test_presets_match_upstream_sizes():
+    cfg = LlamaGenConfig.from_preset("L")
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads) == (24, 1024, 16)
+    assert cfg.intermediate_size == 2816 and cfg.repa_depth == 8 and cfg.vocab_size == 83521
+    assert LlamaGenConfig.from_preset("3B").hidden_size == 3200
+    assert LlamaGenConfig.from_preset("tiny", factorized_vocab_sizes=[8, 8]).num_sub_tokens == 2
+    with pytest.raises(ValueError, match="unknown LlamaGen preset"):
+        LlamaGenConfig.from_preset("M")
+    with pytest.raises(ValueError, match="product of factorized_vocab_sizes"):
+        LlamaGenConfig.from_preset("tiny", factorized_vocab_sizes=[8, 9])
+
+
+def test_rope_table_zeroes_class_token_and_is_2d():
+    cos, sin = rope_2d_table(grid_size=4, head_dim=16, theta=10000.0)
+    assert cos.shape == (17, 8)
+    assert torch.all(cos[0] == 0) and torch.all(sin[0] == 0)  # class token: q and k zeroed, as upstream
+    assert torch.allclose(cos[1], torch.ones(8)) and torch.allclose(sin[1], torch.zeros(8))  # cell (0, 0)
+    # cell (row 1, col 2) = index 1 + 6: first half rotates by the row, second half by the column.
+    f = 1.0 / (10000 ** (torch.arange(0, 8, 2).float() / 8))
+    assert torch.allclose(sin[7], torch.cat([torch.sin(1 * f), torch.sin(2 * f)]))
+
+
+def test_training_forward_shapes_and_loss(model):
+    tokens = torch.randint(0, 64, (2, 16))
+    out = model(class_labels=torch.tensor([1, 2]), image_tokens=tokens, labels=tokens, output_repa_features=True)
+    assert isinstance(out, LlamaGenImageGenerationOutput)
+    assert out.logits.shape == (2, 16, 64)  # position n scores token n
+    assert out.repa_features.shape == (2, 16, 8)
+    expected = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 64), tokens.reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+    # Prefix of a full image: position n depends only on tokens < n.
+    part = model(class_labels=torch.tensor([1, 2]), image_tokens=tokens[:, :5])
+    assert part.logits.shape == (2, 6, 64)
+    torch.testing.assert_close(part.logits[:, :6], out.logits[:, :6], rtol=1e-5, atol=1e-5)
+    masked = tokens.clone()
+    masked[:, 8:] = -100
+    loss_half = model(class_labels=torch.tensor([1, 2]), image_tokens=tokens, labels=masked).loss
+    ref = torch.nn.functional.cross_entropy(out.logits[:, :8].reshape(-1, 64), tokens[:, :8].reshape(-1))
+    torch.testing.assert_close(loss_half, ref)
+    assert len(model(class_labels=torch.tensor([1]), image_tokens=tokens[:1], return_dict=False)) >= 1
+
+
+def test_factorized_shapes_and_loss(fmodel):
+    sub = torch.randint(0, 8, (2, 16, 2))
+    global_ids = fmodel.model.merge_tokens(sub)
+    torch.testing.assert_close(fmodel.model.split_tokens(global_ids), sub)
+    out = fmodel(class_labels=torch.tensor([0, 9]), image_tokens=global_ids, labels=global_ids)
+    assert isinstance(out.logits, tuple) and [tuple(x.shape) for x in out.logits] == [(2, 16, 8), (2, 16, 8)]
+    expected = sum(
+        torch.nn.functional.cross_entropy(lg.reshape(-1, 8), sub[..., k].reshape(-1))
+        for k, lg in enumerate(out.logits)
+    )
+    torch.testing.assert_close(out.loss, expected)
+    out_sub = fmodel(class_labels=torch.tensor([0, 9]), image_tokens=sub, labels=sub)
+    torch.testing.assert_close(out_sub.loss, out.loss)
+
+
+def test_incremental_cache_matches_full_forward(model):
+    tokens = torch.randint(0, 64, (2, 16))
+    labels = torch.tensor([3, 4])
+    full = model(class_labels=labels, image_tokens=tokens).logits
+    for cache_impl in ("dynamic", "static"):
+        cache = model._new_cache(cache_impl, 2)
+        step = model(class_labels=labels, past_key_values=cache, use_cache=True).logits
+        rows = [step[:, -1]]
+        for n in range(15):
+            step = model(image_tokens=tokens[:, n : n + 1], past_key_values=cache, use_cache=True).logits
+            rows.append(step[:, -1])
+        torch.testing.assert_close(torch.stack(rows, 1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_cached_equals_uncached_and_caches_agree(model):
+    labels = torch.tensor([1, 7])
+    uncached = model.generate(class_labels=labels, do_sample=False, use_cache=False)
+    assert uncached.shape == (2, 16) and uncached.dtype == torch.long
+    assert len(set(uncached[0].tolist())) > 1
+    for impl in ("dynamic", "static"):
+        assert torch.equal(model.generate(class_labels=labels, do_sample=False, cache_implementation=impl), uncached)
+
+
+def hand_cfg_loop(model, labels, scale, n_tokens, interval=(0.0, 1.0)):
+    tokens = torch.zeros(labels.shape[0], 0, dtype=torch.long)
+    null = torch.full_like(labels, model.config.num_classes)
+    for n in range(n_tokens):
+        cond = model(class_labels=labels, image_tokens=tokens).logits[:, -1]
+        uncond = model(class_labels=null, image_tokens=tokens).logits[:, -1]
+        guided = uncond + scale * (cond - uncond) if interval[0] <= n / n_tokens < interval[1] else cond
+        tokens = torch.cat([tokens, guided.argmax(-1, keepdim=True)], dim=1)
+    return tokens
+
+
+def test_cfg_generate_equals_hand_written_loop(model):
+    labels = torch.tensor([2, 5])
+    expected = hand_cfg_loop(model, labels, 3.0, 16)
+    assert not torch.equal(expected, model.generate(class_labels=labels, do_sample=False))  # CFG changes tokens
+    for batched in (True, False):
+        for impl in ("dynamic", "static"):
+            got = model.generate(
+                class_labels=labels,
+                guidance_scale=3.0,
+                do_sample=False,
+                batched_cfg=batched,
+                cache_implementation=impl,
+            )
+            assert torch.equal(got, expected), (batched, impl)
+    interval = (0.25, 0.75)
+    got = model.generate(class_labels=labels, guidance_scale=3.0, guidance_interval=interval, do_sample=False)
+    assert torch.equal(got, hand_cfg_loop(model, labels, 3.0, 16, interval))
+
+
+def test_sampling_is_seeded_and_filters_work(model):
+    labels = torch.tensor([1, 2, 3])
+    a = model.generate(class_labels=labels, guidance_scale=2.0, seed=3, top_k=10, top_p=0.9, temperature=0.7)
+    b = model.generate(class_labels=labels, guidance_scale=2.0, generator=torch.Generator().manual_seed(3), top_k=10,
+                       top_p=0.9, temperature=0.7)  # fmt: skip
+    assert torch.equal(a, b)
+    assert torch.equal(
+        model.generate(class_labels=labels, guidance_scale=2.0, seed=5, top_k=1),
+        model.generate(class_labels=labels, guidance_scale=2.0, do_sample=False),
+    )
+    # Batched and unbatched CFG consume the random stream identically.
+    c = model.generate(class_labels=labels, guidance_scale=2.0, seed=3, batched_cfg=False)
+    assert torch.equal(c, model.generate(class_labels=labels, guidance_scale=2.0, seed=3))
+
+
+def test_generation_config_defaults_and_logits_processor(model, tmp_path):
+    from transformers import GenerationConfig, LogitsProcessor
+
+    labels = torch.tensor([1, 2])
+    guided = model.generate(class_labels=labels, guidance_scale=3.0, do_sample=False)
+    cfg = GenerationConfig(guidance_scale=3.0, do_sample=False)
+    assert torch.equal(model.generate(class_labels=labels, generation_config=cfg), guided)
+
+    class Ban(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return scores.index_fill(-1, guided[0, :1], float("-inf"))
+
+    banned = model.generate(class_labels=labels, generation_config=cfg, logits_processor=[Ban()])
+    assert int(guided[0, 0]) not in banned.flatten().tolist()
+
+
+def test_factorized_generation(fmodel):
+    labels = torch.tensor([0, 4])
+    fast = fmodel.generate(class_labels=labels, guidance_scale=2.0, do_sample=False)
+    assert fast.shape == (2, 16) and int(fast.max()) < 64
+    slow = fmodel.generate(
+        class_labels=labels, guidance_scale=2.0, do_sample=False, use_cache=False, batched_cfg=False
+    )
+    assert torch.equal(fast, slow)
+    sub = fmodel.generate(class_labels=labels, guidance_scale=2.0, do_sample=False, return_sub_tokens=True)
+    assert sub.shape == (2, 16, 2) and torch.equal(fmodel.model.merge_tokens(sub), fast)
+    # Greedy sub-token decoding equals argmax of the teacher-forced factorized logits at each position.
+    logits = fmodel(class_labels=labels, image_tokens=fast).logits
+    no_cfg = fmodel.generate(class_labels=labels, do_sample=False, return_sub_tokens=True)
+    logits = fmodel(class_labels=labels, image_tokens=no_cfg).logits
+    assert torch.equal(torch.stack([lg.argmax(-1) for lg in logits], -1), no_cfg)
+
+
+def test_repa_gradients_reach_projector_and_trunk():
+    torch.manual_seed(0)
+    model = make_model(repa_feature_dim=8, repa_depth=1).train()
+    tokens = torch.randint(0, 64, (2, 16))
+    out = model(class_labels=torch.tensor([1, 2]), image_tokens=tokens, output_repa_features=True)
+    loss = repa_projection_loss(out.repa_features, torch.randn(2, 16, 8))
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["model.repa_projector.0.weight"].abs().sum() > 0
+    assert grads["model.layers.0.self_attn.qkv_proj.weight"].abs().sum() > 0
+    assert grads["model.embed_tokens.weight"].abs().sum() > 0
+    assert grads["model.layers.1.mlp.up_proj.weight"] is None  # after the tap: untouched by the REPA loss
+    with pytest.raises(ValueError, match="repa_feature_dim"):
+        make_model()(class_labels=torch.tensor([1]), image_tokens=tokens[:1], output_repa_features=True)
+
+
+def test_gradient_checkpointing_matches(model):
+    tokens = torch.randint(0, 64, (2, 16))
+    grads = []
+    for checkpointing in (False, True):
+        m = make_model(
+            token_dropout_prob=0.0, residual_dropout_prob=0.0, ffn_dropout_prob=0.0, class_dropout_prob=1e-9
+        )
+        m.load_state_dict(model.state_dict(), strict=False)
+        if checkpointing:
+            m.activation_checkpointing_enable()
+        m.train()
+        m(class_labels=torch.tensor([1, 2]), image_tokens=tokens, labels=tokens).loss.backward()
+        grads.append(m.model.layers[0].self_attn.qkv_proj.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_convert_official_state_dict_roundtrip(fmodel):
+    # Build an official-layout state dict from our weights by the documented inverse mapping, then convert back.
+    inverse = {
+        ".self_attn.qkv_proj.": ".attention.wqkv.",
+        ".self_attn.o_proj.": ".attention.wo.",
+        ".mlp.gate_proj.": ".feed_forward.w1.",
+        ".mlp.up_proj.": ".feed_forward.w3.",
+        ".mlp.down_proj.": ".feed_forward.w2.",
+        ".input_layernorm.": ".attention_norm.",
+        ".post_attention_layernorm.": ".ffn_norm.",
+    }
+    official = {}
+    for key, value in fmodel.state_dict().items():
+        k = key.replace("model.factorized_layers.", "factorized_blocks.").replace("lm_head.", "output.")
+        k = k.replace("model.class_embedding.", "cls_embedding.embedding_table.")
+        if k.startswith("model.embed_tokens."):
+            i = k.split(".")[2]
+            k = f"{i}_emb.weight"
+        k = k.removeprefix("model.")
+        for new, old in inverse.items():
+            k = k.replace(new, old)
+        official["module._orig_mod." + k] = value
+    official["freqs_cis"] = torch.zeros(1)
+    assert {"module._orig_mod.0_emb.weight", "module._orig_mod.layers.0.attention.wqkv.weight"} <= set(official)
+    converted = convert_llamagen_state_dict(official)
+    assert set(converted) == set(fmodel.state_dict())
+    assert all(torch.equal(converted[k], v) for k, v in fmodel.state_dict().items())
+
+
+def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "llamagen" and "auto_map" not in saved
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), LlamaGenConfig)
+    assert isinstance(AutoModel.from_pretrained(tmp_path), LlamaGenModel)
+    reloaded = LlamaGenForImageGeneration.from_pretrained(tmp_path).eval()
+    labels = torch.tensor([1, 2])
+    expected = model.generate(class_labels=labels, guidance_scale=2.0, do_sample=False)
+    assert torch.equal(reloaded.generate(class_labels=labels, guidance_scale=2.0, do_sample=False), expected)
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        sys.path.insert(0, {SRC!r})
+        import ifsq_hf.models.llamagen  # registers the Auto classes; no auto_map / trust_remote_code needed
+        from transformers import AutoModelForCausalLM
+        m = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}).eval()
+        assert type(m).__name__ == "LlamaGenForImageGeneration", type(m)
+        out = m.generate(class_labels=torch.tensor([1, 2]), guidance_scale=2.0, do_sample=False)
+        assert torch.equal(out, torch.load({str(tmp_path / "expected.pt")!r})), out
+        print("ok")
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+    assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), LlamaGenForImageGeneration)
+
+
+def test_peft_lora_trains_and_merges(model):
+    peft = pytest.importorskip("peft")
+    base = make_model(token_dropout_prob=0.0, residual_dropout_prob=0.0, ffn_dropout_prob=0.0)
+    base.load_state_dict(model.state_dict(), strict=False)
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"]))
+    trainable = [p for p in lora.parameters() if p.requires_grad]
+    assert trainable and sum(p.numel() for p in trainable) < sum(p.numel() for p in base.parameters()) / 5
+    opt = torch.optim.AdamW(trainable, lr=1e-2)
+    tokens = torch.randint(0, 64, (4, 16))
+    labels = torch.tensor([0, 1, 2, 3])
+    lora.train()
+    losses = []
+    for _ in range(8):
+        loss = lora(class_labels=labels, image_tokens=tokens, labels=tokens).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    lora.eval()
+    before = lora(class_labels=labels, image_tokens=tokens).logits
+    merged = lora.merge_and_unload()
+    assert isinstance(merged, LlamaGenForImageGeneration)
+    torch.testing.assert_close(merged(class_labels=labels, image_tokens=tokens).logits, before, rtol=1e-4, atol=1e-4)
+    assert merged.generate(class_labels=labels[:1], guidance_scale=2.0, seed=0).shape == (1, 16)
+
+
+class _StubTokenizer(torch.nn.Module):
+    """Stands in for iFSQAutoencoder: codebook size + decode_indices -> DecoderOutput-like."""
+
+    def __init__(self, codebook_size, factor=2):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.factor = factor
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    @property
+    def device(self):
+        return self.dummy.device
+
+    def decode_indices(self, indices):
+        x = (indices.float() / self.codebook_size * 2 - 1)[:, None].repeat(1, 3, 1, 1)
+        return type("Out", (), {"sample": torch.nn.functional.interpolate(x, scale_factor=self.factor)})()
+
+
+def test_generate_images_output_types(model):
+    tok = _StubTokenizer(64)
+    pt = model.generate_images([1, 2], tok, output_type="pt", guidance_scale=2.0, seed=0)
+    assert pt.shape == (2, 3, 8, 8) and float(pt.min()) >= 0 and float(pt.max()) <= 1
+    assert model.generate_images([1], tok, output_type="np", seed=0).shape == (1, 8, 8, 3)
+    pil = model.generate_images([1], tok, output_type="pil", seed=0)
+    assert pil[0].size == (8, 8)
+
+
+def test_bad_inputs_raise_clear_errors(model):
+    with pytest.raises(ValueError, match=r"class_labels must lie in \[0, 10\]"):
+        model.generate(class_labels=torch.tensor([11]))
+    with pytest.raises(ValueError, match="class_labels must lie"):
+        model(class_labels=torch.tensor([-1]), image_tokens=torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="image_tokens must lie"):
+        model(class_labels=torch.tensor([1]), image_tokens=torch.full((1, 4), 64))
+    with pytest.raises(ValueError, match="codebook has 83521 codes but this LlamaGen has vocab_size=64"):
+        model.generate_images([1], _StubTokenizer(83521))
+    with pytest.raises(ValueError, match="output_type"):
+        model.generate_images([1], _StubTokenizer(64), output_type="jpg")
+    no_null = make_model(class_dropout_prob=0.0)
+    assert no_null.model.null_class_id is None
+    with pytest.raises(ValueError, match="needs a null class embedding"):
+        no_null.generate(class_labels=torch.tensor([1]), guidance_scale=2.0)
+    assert no_null.generate(class_labels=torch.tensor([1]), do_sample=False).shape == (1, 16)
+    with pytest.raises(ValueError, match="needs class_labels"):
+        model.generate()
+    with pytest.raises(TypeError, match="unexpected generate"):
+        model.generate(class_labels=torch.tensor([1]), max_new_tokens=3)
+    with pytest.raises(ValueError, match="cache_implementation"):
+        model.generate(class_labels=torch.tensor([1]), cache_implementation="paged")
