@@ -1,5 +1,12 @@
 """ifsq-hf: iFSQ tokenizers, DiT and LlamaGen-REPA for the Hugging Face ecosystem."""
 
+from .models import (
+    LightningDiTTransformer2DModel,
+    LightningDiTTransformer2DModelOutput,
+    iFSQAutoencoder,
+    iFSQAutoencoderOutput,
+    iFSQEncoderOutput,
+)
 from .quantization import (
     FiniteScalarQuantizer,
     QuantizerOutput,
@@ -15,10 +22,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FiniteScalarQuantizer",
+    "LightningDiTTransformer2DModel",
+    "LightningDiTTransformer2DModelOutput",
     "QuantizerOutput",
     "UtilizationStats",
     "code_usage",
     "codebook_perplexity",
+    "iFSQAutoencoder",
+    "iFSQAutoencoderOutput",
+    "iFSQEncoderOutput",
     "levels_from_bits",
     "per_dim_bin_histogram",
     "utilization_stats",

@@ -1,1 +1,12 @@
-"""Model classes: the iFSQ autoencoder (diffusers), the DiT transformer (diffusers) and LlamaGen (transformers)."""
+"""The library's models: the iFSQ tokenizer and the DiT transformer (diffusers), LlamaGen (transformers)."""
+
+from .autoencoder_ifsq import iFSQAutoencoder, iFSQAutoencoderOutput, iFSQEncoderOutput
+from .transformer_dit import LightningDiTTransformer2DModel, LightningDiTTransformer2DModelOutput
+
+__all__ = [
+    "LightningDiTTransformer2DModel",
+    "LightningDiTTransformer2DModelOutput",
+    "iFSQAutoencoder",
+    "iFSQAutoencoderOutput",
+    "iFSQEncoderOutput",
+]

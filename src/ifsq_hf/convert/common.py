@@ -1,0 +1,101 @@
+"""Safe loading and strict key checking shared by the checkpoint converters.
+
+Official iFSQ/LlamaGen checkpoints are pickles. They are opened with ``torch.load(weights_only=True)``, which
+refuses arbitrary code; a file that needs more than tensors, dicts, lists and numbers is rejected rather than
+executed. Every converter maps names explicitly and then checks the result against the target model: an unknown
+key, a missing key or a shape mismatch stops the conversion with the offending names listed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+__all__ = ["ConversionError", "check_state_dict", "load_checkpoint_file", "select_state_dict", "strip_prefixes"]
+
+_MAX_LISTED = 20
+
+
+class ConversionError(ValueError):
+    """A checkpoint that does not match the target architecture (keys or shapes)."""
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict:
+    """Load a ``.safetensors`` file or a pickle (``.ckpt``/``.pt``/``.pth``/``.bin``) with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist; pass the official .ckpt/.pt/.safetensors file.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError subclasses and RuntimeError for non-tensor payloads
+        raise ValueError(
+            f"{path} could not be loaded with weights_only=True ({type(err).__name__}: {str(err)[:300]}). "
+            "ifsq-hf never unpickles arbitrary objects; re-save the checkpoint's state dict with torch.save or as "
+            "safetensors in a trusted environment."
+        ) from err
+
+
+def select_state_dict(checkpoint: dict, candidates: Iterable[str], what: str) -> dict[str, torch.Tensor]:
+    """Return the first nested state dict found under ``candidates`` ("a/b" walks nested keys), or the checkpoint
+    itself when it already maps names to tensors."""
+    tried = []
+    for candidate in candidates:
+        node = checkpoint
+        for part in candidate.split("/"):
+            node = node.get(part) if isinstance(node, dict) else None
+        tried.append(candidate)
+        if isinstance(node, dict) and node and all(isinstance(v, torch.Tensor) for v in node.values()):
+            return dict(node)
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return dict(checkpoint)
+    raise ConversionError(
+        f"no {what} state dict in the checkpoint: looked for {tried} and a flat name->tensor dict; top-level keys "
+        f"are {sorted(checkpoint)[:_MAX_LISTED]}."
+    )
+
+
+def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Remove any leading ``prefixes`` (repeatedly, e.g. ``module._orig_mod.``) from every key."""
+    prefixes = tuple(prefixes)
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        out[key] = value
+    return out
+
+
+def check_state_dict(converted: dict[str, torch.Tensor], model: torch.nn.Module, source: str) -> None:
+    """Raise :class:`ConversionError` unless ``converted`` has exactly the model's keys and shapes."""
+    expected = model.state_dict()
+    unknown = sorted(set(converted) - set(expected))
+    missing = sorted(set(expected) - set(converted))
+    mismatched = [
+        f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(converted) & set(expected))
+        if converted[k].shape != expected[k].shape
+    ]
+    problems = []
+    if unknown:
+        problems.append(f"{len(unknown)} unexpected keys: {unknown[:_MAX_LISTED]}")
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {missing[:_MAX_LISTED]}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches: {mismatched[:_MAX_LISTED]}")
+    if problems:
+        raise ConversionError(
+            f"{source} does not match the target architecture ("
+            + "; ".join(problems)
+            + "). Check the config/preset passed to the converter; nothing was written."
+        )

@@ -1,0 +1,24 @@
+"""Reconstruction and tokenizer metrics: PSNR, SSIM, LPIPS, FID, codebook usage, and `evaluate` modules."""
+
+from .baseline import bicubic_baseline, bicubic_resample
+from .codebook import CodebookUsageTracker
+from .evaluate_modules import evaluate_module_path
+from .fid import FrechetInceptionDistance, InceptionV3FeatureExtractor, default_inception_weights, frechet_distance
+from .lpips import LPIPS, default_lpips_weights
+from .psnr import psnr
+from .ssim import ssim
+
+__all__ = [
+    "LPIPS",
+    "CodebookUsageTracker",
+    "FrechetInceptionDistance",
+    "InceptionV3FeatureExtractor",
+    "bicubic_baseline",
+    "bicubic_resample",
+    "default_inception_weights",
+    "default_lpips_weights",
+    "evaluate_module_path",
+    "frechet_distance",
+    "psnr",
+    "ssim",
+]
