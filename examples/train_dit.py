@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
             if use_repa:
                 repa = repa_projection_loss(out.repa_features, features)
                 loss = loss + args.repa_coefficient * repa
-                logs["train/repa"] = float(repa)
+                logs["train/repa"] = float(repa.detach())
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.max_grad_norm:
                 accelerator.clip_grad_norm_(transformer.parameters(), args.max_grad_norm)
@@ -262,9 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
             ema.step(unwrapped)
         progress.update(1)
         if state.global_step % args.logging_steps == 0 or state.global_step == 1:
-            logs.update({"train/loss": float(loss), "train/lr": lr_scheduler.get_last_lr()[0]})
+            logs.update({"train/loss": float(loss.detach()), "train/lr": lr_scheduler.get_last_lr()[0]})
             accelerator.log(logs, step=state.global_step)
-            progress.set_postfix(loss=f"{float(loss):.4f}")
+            progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if state.global_step % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
         if args.validation_steps and state.global_step % args.validation_steps == 0 and accelerator.is_main_process:
