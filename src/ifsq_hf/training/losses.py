@@ -125,6 +125,17 @@ def _frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def _drop_perceptual_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "perceptual_loss.")]:
+        del state_dict[key]
+
+
+def _ignore_missing_perceptual_keys(module: nn.Module, incompatible_keys) -> None:
+    missing = incompatible_keys.missing_keys
+    for key in [k for k in missing if "perceptual_loss." in k]:
+        missing.remove(key)
+
+
 class TokenizerLoss(nn.Module):
     """Reconstruction + adversarial objective of the iFSQ tokenizer, with its own discriminator.
 
@@ -177,6 +188,9 @@ class TokenizerLoss(nn.Module):
             perceptual_loss = LPIPS(perceptual_net, weights_path=lpips_weights_path)
         self.perceptual_loss = perceptual_loss
         self.discriminator = NLayerDiscriminator(disc_in_channels, disc_ndf, disc_num_layers, disc_norm)
+        # The frozen LPIPS network is rebuilt from its package, so checkpoints carry only the discriminator.
+        self._register_state_dict_hook(_drop_perceptual_keys)
+        self.register_load_state_dict_post_hook(_ignore_missing_perceptual_keys)
 
     def discriminator_active(self, global_step: int) -> bool:
         """Whether the GAN terms are on at ``global_step`` (``>= disc_start`` and a non-zero factor)."""
