@@ -502,6 +502,13 @@ def load_image_dataset(
         args, kwargs = (name_or_path,), {}
     try:
         ds = datasets.load_dataset(*args, split=split, streaming=streaming, **kwargs, **load_kwargs)
+    except (ConnectionError, FileNotFoundError) as err:
+        if "data_dir" in kwargs:
+            raise
+        raise ValueError(
+            f"{name_or_path!r} is not an existing local folder and could not be loaded from the Hub ({err}); "
+            "pass the path of a folder of images, or a Hub dataset name with network access (HF_HUB_OFFLINE unset)."
+        ) from err
     except ValueError as err:
         if "Unknown split" in str(err):
             raise ValueError(
