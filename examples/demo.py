@@ -141,8 +141,9 @@ def markdown_table(rows: dict[str, dict]) -> str:
         ("psnr", "PSNR (dB) ↑", "{:.2f}"),
         ("ssim", "SSIM ↑", "{:.4f}"),
         ("lpips", "LPIPS ↓", "{:.4f}"),
-        ("code_usage", "code usage ↑", "{:.1%}"),
-        ("code_perplexity", "perplexity ↑", "{:.0f}"),
+        ("bin_usage", "bins used ↑", "{:.1%}"),
+        ("bin_entropy_efficiency", "bin entropy ↑", "{:.1%}"),
+        ("code_perplexity", "code perplexity ↑", "{:.0f}"),
         ("bits_per_pixel", "bits/pixel", "{:.4f}"),
         ("compression_ratio", "compression", "{:.0f}×"),
     ]
