@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ifsq_hf.cli import main as cli_main
 from ifsq_hf.convert import (
     ConversionError,
     convert_checkpoint,
@@ -39,11 +40,18 @@ def _random(shapes: dict, seed: int) -> dict:
     return {k: torch.randn(shape, generator=g) * 0.2 for k, shape in sorted(shapes.items())}
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(
-        [sys.executable, "-m", "ifsq_hf.cli", "convert", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _run_cli(*args: str, capsys) -> _Result:
+    """``ifsq-hf convert ...`` in this process (argument parsing, printing and exit codes of the real entry point);
+    ``test_cli_module_in_a_subprocess`` runs ``python -m ifsq_hf.cli`` itself."""
+    capsys.readouterr()
+    code = cli_main(["convert", *args])
+    captured = capsys.readouterr()
+    return _Result(code, captured.out, captured.err)
 
 
 # ---------------------------------------------------------------------------------------------------- tokenizer
@@ -247,12 +255,12 @@ def test_tokenizer_without_running_stats_and_with_preset(tmp_path):
     assert torch.equal(loaded.encoder.conv_in.weight, weights["encoder.conv_in.weight"])
 
 
-def test_tokenizer_conversion_cli(tmp_path):
+def test_tokenizer_conversion_cli(tmp_path, capsys):
     checkpoint, ema, _ = official_tokenizer_checkpoint(seed=5)
     path, cfg = tmp_path / "checkpoint.ckpt", tmp_path / "official_config.json"
     torch.save(checkpoint, path)
     cfg.write_text(json.dumps({**TINY_TOKENIZER, "act_fun": "scale_sigmoid_20"}))
-    result = _run_cli("tokenizer", str(path), str(tmp_path / "cli_out"), "--config", str(cfg))
+    result = _run_cli("tokenizer", str(path), str(tmp_path / "cli_out"), "--config", str(cfg), capsys=capsys)
     assert result.returncode == 0, result.stderr
     assert "saved tokenizer" in result.stdout
     model = iFSQAutoencoder.from_pretrained(tmp_path / "cli_out")
@@ -421,18 +429,18 @@ def test_dit_conversion_api(tmp_path, keep_projector, prefix, with_config):
         torch.testing.assert_close(a.repa_features, b.repa_features, rtol=0, atol=0)
 
 
-def test_dit_conversion_cli_with_run_yaml_and_preset(tmp_path):
+def test_dit_conversion_cli_with_run_yaml_and_preset(tmp_path, capsys):
     yaml = pytest.importorskip("yaml")
     checkpoint, ema = official_dit_checkpoint(seed=3, with_config=False)
     path, run = tmp_path / "ckpt.pt", tmp_path / "run.yaml"
     torch.save(checkpoint, path)
     run.write_text(yaml.safe_dump(DIT_RUN))
-    result = _run_cli("dit", str(path), str(tmp_path / "a"), "--config", str(run), "--drop_projector")
+    result = _run_cli("dit", str(path), str(tmp_path / "a"), "--config", str(run), "--drop_projector", capsys=capsys)
     assert result.returncode == 0, result.stderr
     model = LightningDiTTransformer2DModel.from_pretrained(tmp_path / "a")
     assert model.repa_projector is None
     assert torch.equal(model.blocks[1].mlp.w12.weight, ema["blocks.1.mlp.w12.weight"])
-    result = _run_cli("dit", str(path), str(tmp_path / "b"), "--preset", "tiny")
+    result = _run_cli("dit", str(path), str(tmp_path / "b"), "--preset", "tiny", capsys=capsys)
     assert result.returncode == 0, result.stderr
     model = LightningDiTTransformer2DModel.from_pretrained(tmp_path / "b")
     assert torch.equal(model.repa_projector[4].weight, ema["projectors.0.4.weight"])
@@ -591,7 +599,7 @@ def test_llamagen_conversion_api(tmp_path, factorized, keep_projector, source, p
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_official_llamagen_yaml_and_cli(tmp_path):
+def test_official_llamagen_yaml_and_cli(tmp_path, capsys):
     yaml = pytest.importorskip("yaml")
     ours = llamagen_config_from_official(
         {**LLAMAGEN_RUN, "model": {"model_type": "LlamaGen-L", "drop_path_rate": 0.1}}
@@ -603,7 +611,7 @@ def test_official_llamagen_yaml_and_cli(tmp_path):
     path, run = tmp_path / "ckpt.pt", tmp_path / "config.yaml"
     torch.save({"model": ema, "ema": ema}, path)
     run.write_text(yaml.safe_dump(LLAMAGEN_RUN))
-    result = _run_cli("llamagen", str(path), str(tmp_path / "out"), "--config", str(run))
+    result = _run_cli("llamagen", str(path), str(tmp_path / "out"), "--config", str(run), capsys=capsys)
     assert result.returncode == 0, result.stderr
     model = LlamaGenForImageGeneration.from_pretrained(tmp_path / "out")
     assert model.config.factorized_vocab_sizes == [8, 8] and model.config.repa_depth == 1
@@ -665,7 +673,7 @@ class NotATensor:
         self.lr = 1e-4
 
 
-def test_pickles_with_objects_are_refused_and_cli_reports_errors(tmp_path):
+def test_pickles_with_objects_are_refused_and_cli_reports_errors(tmp_path, capsys):
     path = tmp_path / "args.pt"
     with open(path, "wb") as f:
         pickle.dump({"model": {"w": torch.zeros(1)}, "args": NotATensor()}, f)
@@ -678,7 +686,7 @@ def test_pickles_with_objects_are_refused_and_cli_reports_errors(tmp_path):
     del weights["final_layer.linear.bias"]
     bad = tmp_path / "bad.pt"
     torch.save({"ema": weights}, bad)
-    result = _run_cli("dit", str(bad), str(tmp_path / "cli_out"), "--preset", "tiny")
+    result = _run_cli("dit", str(bad), str(tmp_path / "cli_out"), "--preset", "tiny", capsys=capsys)
     assert result.returncode == 2
     assert "missing keys" in result.stderr and "final_layer.linear.bias" in result.stderr
     assert not (tmp_path / "cli_out").exists()
@@ -697,3 +705,19 @@ def test_argument_errors(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="existing file"):
         convert_checkpoint("tokenizer", tmp_path / "x.pt", tmp_path / "file", config=TINY_TOKENIZER)
+
+
+@pytest.mark.slow
+def test_cli_module_in_a_subprocess(tmp_path):
+    checkpoint, ema, _ = official_tokenizer_checkpoint(seed=9)
+    path, cfg = tmp_path / "checkpoint.ckpt", tmp_path / "official.json"
+    torch.save(checkpoint, path)
+    cfg.write_text(json.dumps(TINY_TOKENIZER))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "ifsq_hf.cli", "convert", "tokenizer", str(path), str(tmp_path / "out")]
+    ok = subprocess.run([*command, "--config", str(cfg)], capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    model = iFSQAutoencoder.from_pretrained(tmp_path / "out")
+    assert torch.equal(model.encoder.conv_out.weight, ema["encoder.conv_out.weight"])
+    bad = subprocess.run([*command, "--preset", "test_f4_d4"], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "does not match the target architecture" in bad.stderr
