@@ -446,6 +446,17 @@ def test_dit_conversion_cli_with_run_yaml_and_preset(tmp_path, capsys):
     assert torch.equal(model.repa_projector[4].weight, ema["projectors.0.4.weight"])
 
 
+def test_reduced_precision_checkpoint_keeps_its_dtype(tmp_path):
+    from safetensors.torch import load_file
+
+    checkpoint, ema = official_dit_checkpoint(with_config=False)
+    torch.save({"ema": {k: v.bfloat16() for k, v in checkpoint["ema"].items()}}, tmp_path / "bf16.pt")
+    out = convert_dit_checkpoint(tmp_path / "bf16.pt", tmp_path / "out")
+    saved = load_file(str(out / "diffusion_pytorch_model.safetensors"))
+    assert {v.dtype for v in saved.values()} == {torch.bfloat16}
+    assert torch.equal(saved["x_embedder.proj.weight"], ema["x_embedder.proj.weight"].bfloat16())
+
+
 def test_dit_grid_mismatch_is_caught(tmp_path):
     checkpoint, _ = official_dit_checkpoint(with_config=False)
     path = tmp_path / "ckpt.pt"

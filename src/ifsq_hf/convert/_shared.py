@@ -54,8 +54,9 @@ def load_checked(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], so
     """
     check_state_dict(state_dict, model, source)
     dtypes = {v.dtype for v in state_dict.values() if v.is_floating_point()}
-    if len(dtypes) == 1:
-        model.to(next(iter(dtypes)))
+    current = next((p.dtype for p in model.parameters()), torch.float32)
+    if len(dtypes) == 1 and current not in dtypes:
+        torch.nn.Module.to(model, next(iter(dtypes)))  # plain cast: no module here needs to stay in fp32
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
