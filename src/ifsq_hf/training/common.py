@@ -209,6 +209,9 @@ def make_dataloader_from_args(
         num_workers=args.dataloader_num_workers,
         collate_fn=collate_fn,
         drop_last=shuffle and not iterable,
+        # Its own generator: creating an iterator then draws from it, not from the global RNG, so a resumed run
+        # (which restores the global RNG from the checkpoint, then starts a fresh iterator) sees the same noise.
+        generator=torch.Generator().manual_seed(args.seed),
     )
 
 
