@@ -6,16 +6,19 @@ and int64-able indices. Rows:
 * ``ours (ifsq)`` — the iFSQ bound ``2 * sigmoid(1.6 z) - 1`` (odd levels only);
 * ``ours (tanh)`` — the vanilla FSQ bound, bit-compatible with vector-quantize-pytorch's ``FSQ.bound``;
 * ``vqp FSQ`` — ``vector_quantize_pytorch.FSQ(levels)`` (tanh bound, the reference implementation);
-* ``copy floor`` — ``out.copy_(x)`` for forward (one read + one write of the input's bytes) and two such copies for
-  forward+backward: the memory traffic any elementwise quantizer needs at least;
+* ``copy floor`` — ``x.clone()`` for forward (allocate, read and write the input's bytes once, as any quantizer
+  must for its output) and two such copies for forward+backward: the least any elementwise quantizer can cost.
+  The ratio columns ``/ floor`` divide by it;
+* ``copy_ (prealloc.)`` — ``out.copy_(x)`` into a reused buffer: the bare memory traffic without the allocation
+  (fresh large buffers cost page faults that a reused one does not), shown for reference;
 * ``ours (tanh, compiled)`` with ``--compile`` — ``use_compile=True`` (one fused kernel; the first call compiles).
 
 Forward runs under ``torch.no_grad()`` (tokenization); forward+backward runs ``codes.backward(grad)`` with a fixed
 upstream gradient. Every callable of one size (all implementations and the copy) is warmed up, then timed in
 interleaved rounds, and the best round is reported. By default the clock is the CPU time of the calling thread
 with one intra-op thread (``--threads 1 --clock cpu``): on a shared machine, time spent descheduled while other
-processes run is not counted. Use ``--threads N --clock wall`` on a quiet machine for elapsed time. Before timing, the script checks that ours
-(tanh) and vqp FSQ give the same codes and indices on the benchmark input.
+processes run is not counted. Use ``--threads N --clock wall`` on a quiet machine for elapsed time. Before
+timing, the script checks that ours (tanh) and vqp FSQ give the same codes and indices on the benchmark input.
 
     python benchmarks/bench_quantizer.py                   # sizes 64K .. 64M elements
     python benchmarks/bench_quantizer.py --sizes 1M 16M --compile
@@ -149,7 +152,7 @@ def main(argv=None):
                 raise RuntimeError(f"ours (tanh) and vqp FSQ disagree: max code diff {diff}, index agreement {agree}")
 
             out = torch.empty_like(x)
-            fns = {"floor": lambda out=out, x=x: out.copy_(x)}
+            fns = {"floor": lambda x=x: x.clone(), "prealloc": lambda out=out, x=x: out.copy_(x)}
             for name, fn in impls.items():
                 fns[(name, "fwd")], fns[(name, "fwd_bwd")] = cell_fns(fn, x, grad)
             best = time_interleaved(fns, args.rounds, args.max_seconds, clock)
@@ -176,7 +179,12 @@ def main(argv=None):
                 )
             print(
                 f"| {levels_str:<11} | {size:>8} | {'copy floor':<22} | {floor_fwd * 1e3:9.2f} | {floor_fb * 1e3:10.2f} "
-                f"| {'':>10} | {'':>10} | {'1.00x':>11} | {'1.00x':>11} |",
+                f"| {'':>10} | {'':>10} | {'1.00x':>11} | {'1.00x':>11} |"
+            )
+            pre = best["prealloc"]
+            print(
+                f"| {levels_str:<11} | {size:>8} | {'copy_ (prealloc.)':<22} | {pre * 1e3:9.2f} | {2 * pre * 1e3:10.2f} "
+                f"| {'':>10} | {'':>10} | {pre / floor_fwd:10.2f}x | {pre / floor_fwd:10.2f}x |",
                 flush=True,
             )
     return results
