@@ -317,6 +317,7 @@ def test_matches_official_implementation(factorized):
         torch.testing.assert_close(out.repa_features[1, [0, 15], :3], torch.tensor(GOLDEN_REPA), rtol=0, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -398,6 +399,29 @@ def test_generate_images_output_types(model):
     assert model.generate_images([1], tok, output_type="np", seed=0).shape == (1, 8, 8, 3)
     pil = model.generate_images([1], tok, output_type="pil", seed=0)
     assert pil[0].size == (8, 8)
+
+
+@pytest.mark.parametrize("factorized", [False, True])
+def test_generate_images_with_ifsq_tokenizer(factorized):
+    from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
+
+    tokenizer = iFSQAutoencoder.from_preset("test_f4_d4", factorized_dims=[2, 2] if factorized else None).eval()
+    kw = {"factorized_vocab_sizes": [289, 289]} if factorized else {}
+    model = make_model(vocab_size=tokenizer.codebook_size, image_token_size=4, **kw)
+    images = model.generate_images([3, 4], tokenizer, output_type="pt", guidance_scale=2.0, seed=0, top_k=100)
+    assert images.shape == (2, 3, 16, 16) and float(images.min()) >= 0 and float(images.max()) <= 1
+    tokens = model.generate(class_labels=[3, 4], guidance_scale=2.0, seed=0, top_k=100)
+    expected = (tokenizer.decode_indices(tokens.reshape(2, 4, 4)).sample.clamp(-1, 1) + 1) / 2
+    torch.testing.assert_close(images, expected)
+    if factorized:
+        plain = iFSQAutoencoder.from_preset("test_f4_d4")  # one group of 83521: merged ids decode the same
+        model.check_tokenizer(plain)
+        other = iFSQAutoencoder.from_preset("test_f4_d4", levels=[17, 17, 17, 17], factorized_dims=[1, 3])
+        with pytest.raises(ValueError, match="factorized groups"):
+            model.generate_images([1], other)
+    else:
+        with pytest.raises(ValueError, match="codebook has 625 codes but this LlamaGen has vocab_size=83521"):
+            model.generate_images([1], iFSQAutoencoder.from_preset("test_f4_d4", levels=[5, 5, 5, 5]))
 
 
 def test_bad_inputs_raise_clear_errors(model):

@@ -849,7 +849,8 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             )
         if self.config.factorized_vocab_sizes:
             groups = list(getattr(getattr(tokenizer, "quantizer", None), "group_sizes", []) or [])
-            if groups and groups != list(self.config.factorized_vocab_sizes):
+            # A single-group tokenizer decodes merged ids too; a factorized one must use the same groups.
+            if len(groups) > 1 and groups != list(self.config.factorized_vocab_sizes):
                 raise ValueError(
                     f"the tokenizer's factorized groups {groups} differ from the model's factorized_vocab_sizes "
                     f"{self.config.factorized_vocab_sizes}."
