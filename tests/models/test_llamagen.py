@@ -56,6 +56,19 @@ def test_presets_match_upstream_sizes():
         LlamaGenConfig.from_preset("tiny", factorized_vocab_sizes=[8, 9])
 
 
+def test_parameter_counts_match_official_llamagen_l():
+    # Official iFSQ LlamaGen-L, measured on the official module: 480.41 M (83,521 vocab), 336.23 M (f2x2),
+    # + 7.87 M REPA projector (1024 -> 2048 -> 2048 -> 768). Built on the meta device: no memory.
+    def count(**kw):
+        with torch.device("meta"):
+            model = LlamaGenForImageGeneration(LlamaGenConfig.from_preset("L", **kw))
+        return sum(p.numel() for p in model.parameters()) / 1e6
+
+    assert round(count(), 2) == 480.41
+    assert round(count(factorized_vocab_sizes=[289, 289]), 2) == 336.23
+    assert round(count(repa_feature_dim=768) - count(), 2) == 7.87
+
+
 def test_rope_table_zeroes_class_token_and_is_2d():
     cos, sin = rope_2d_table(grid_size=4, head_dim=16, theta=10000.0)
     assert cos.shape == (17, 8)

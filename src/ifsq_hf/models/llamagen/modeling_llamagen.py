@@ -296,7 +296,8 @@ class LlamaGenPreTrainedModel(PreTrainedModel):
 
 
 def _drop_path_rates(rate: float, n: int) -> list[float]:
-    return [float(x) for x in torch.linspace(0, rate, n)] if n else []
+    # torch.linspace(0, rate, n) in plain Python, so construction also works on the meta device.
+    return [rate * i / (n - 1) for i in range(n)] if n > 1 else [0.0] * n
 
 
 class LlamaGenModel(LlamaGenPreTrainedModel):
