@@ -360,6 +360,19 @@ def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), LlamaGenForImageGeneration)
 
 
+def test_training_checkpoint_loads_without_projector(model, tmp_path):
+    model.save_pretrained(tmp_path)  # has the REPA projector
+    config = LlamaGenConfig.from_pretrained(tmp_path)
+    config.repa_feature_dim = None
+    slim = LlamaGenForImageGeneration.from_pretrained(tmp_path, config=config).eval()
+    assert not hasattr(slim.model, "repa_projector")
+    labels = torch.tensor([1, 2])
+    tokens = torch.randint(0, 64, (2, 16))
+    torch.testing.assert_close(
+        slim(class_labels=labels, image_tokens=tokens).logits, model(class_labels=labels, image_tokens=tokens).logits
+    )
+
+
 def test_peft_lora_trains_and_merges(model):
     peft = pytest.importorskip("peft")
     base = make_model(token_dropout_prob=0.0, residual_dropout_prob=0.0, ffn_dropout_prob=0.0)
