@@ -39,10 +39,12 @@ def test_gaussian_closed_form_matches_reference_numbers():
 
 
 def test_sweep_optimum_scales_inversely_with_activation_std():
-    alphas = [a / 100 for a in range(50, 301, 2)]
-    assert best_alpha(alpha_sweep(alphas)) == pytest.approx(1.70, abs=0.02)
-    assert best_alpha(alpha_sweep(alphas, scale=2.0)) == pytest.approx(0.85, abs=0.02)
-    assert best_alpha(alpha_sweep(alphas), "density_rmse") == pytest.approx(1.72, abs=0.02)
+    unit = alpha_sweep([a / 100 for a in range(150, 201, 2)])
+    assert best_alpha(unit) == pytest.approx(1.70, abs=0.02)
+    assert best_alpha(unit, "density_rmse") == pytest.approx(1.72, abs=0.02)
+    assert best_alpha(unit, "bin_efficiency") == pytest.approx(2.0, abs=0.02)  # entropy favours tanh at unit std
+    wide = alpha_sweep([a / 100 for a in range(70, 101, 2)], scale=2.0)
+    assert best_alpha(wide) == pytest.approx(0.85, abs=0.02)
 
 
 def test_empirical_metrics_agree_with_closed_form():

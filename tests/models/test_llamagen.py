@@ -56,6 +56,19 @@ def test_presets_match_upstream_sizes():
         LlamaGenConfig.from_preset("tiny", factorized_vocab_sizes=[8, 9])
 
 
+def test_parameter_counts_match_official_llamagen_l():
+    # Official iFSQ LlamaGen-L, measured on the official module: 480.41 M (83,521 vocab), 336.23 M (f2x2),
+    # + 7.87 M REPA projector (1024 -> 2048 -> 2048 -> 768). Built on the meta device: no memory.
+    def count(**kw):
+        with torch.device("meta"):
+            model = LlamaGenForImageGeneration(LlamaGenConfig.from_preset("L", **kw))
+        return sum(p.numel() for p in model.parameters()) / 1e6
+
+    assert round(count(), 2) == 480.41
+    assert round(count(factorized_vocab_sizes=[289, 289]), 2) == 336.23
+    assert round(count(repa_feature_dim=768) - count(), 2) == 7.87
+
+
 def test_rope_table_zeroes_class_token_and_is_2d():
     cos, sin = rope_2d_table(grid_size=4, head_dim=16, theta=10000.0)
     assert cos.shape == (17, 8)
@@ -317,6 +330,7 @@ def test_matches_official_implementation(factorized):
         torch.testing.assert_close(out.repa_features[1, [0, 15], :3], torch.tensor(GOLDEN_REPA), rtol=0, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -344,6 +358,19 @@ def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), LlamaGenForImageGeneration)
+
+
+def test_training_checkpoint_loads_without_projector(model, tmp_path):
+    model.save_pretrained(tmp_path)  # has the REPA projector
+    config = LlamaGenConfig.from_pretrained(tmp_path)
+    config.repa_feature_dim = None
+    slim = LlamaGenForImageGeneration.from_pretrained(tmp_path, config=config).eval()
+    assert not hasattr(slim.model, "repa_projector")
+    labels = torch.tensor([1, 2])
+    tokens = torch.randint(0, 64, (2, 16))
+    torch.testing.assert_close(
+        slim(class_labels=labels, image_tokens=tokens).logits, model(class_labels=labels, image_tokens=tokens).logits
+    )
 
 
 def test_peft_lora_trains_and_merges(model):
@@ -398,6 +425,29 @@ def test_generate_images_output_types(model):
     assert model.generate_images([1], tok, output_type="np", seed=0).shape == (1, 8, 8, 3)
     pil = model.generate_images([1], tok, output_type="pil", seed=0)
     assert pil[0].size == (8, 8)
+
+
+@pytest.mark.parametrize("factorized", [False, True])
+def test_generate_images_with_ifsq_tokenizer(factorized):
+    from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
+
+    tokenizer = iFSQAutoencoder.from_preset("test_f4_d4", factorized_dims=[2, 2] if factorized else None).eval()
+    kw = {"factorized_vocab_sizes": [289, 289]} if factorized else {}
+    model = make_model(vocab_size=tokenizer.codebook_size, image_token_size=4, **kw)
+    images = model.generate_images([3, 4], tokenizer, output_type="pt", guidance_scale=2.0, seed=0, top_k=100)
+    assert images.shape == (2, 3, 16, 16) and float(images.min()) >= 0 and float(images.max()) <= 1
+    tokens = model.generate(class_labels=[3, 4], guidance_scale=2.0, seed=0, top_k=100)
+    expected = (tokenizer.decode_indices(tokens.reshape(2, 4, 4)).sample.clamp(-1, 1) + 1) / 2
+    torch.testing.assert_close(images, expected)
+    if factorized:
+        plain = iFSQAutoencoder.from_preset("test_f4_d4")  # one group of 83521: merged ids decode the same
+        model.check_tokenizer(plain)
+        other = iFSQAutoencoder.from_preset("test_f4_d4", levels=[17, 17, 17, 17], factorized_dims=[1, 3])
+        with pytest.raises(ValueError, match="factorized groups"):
+            model.generate_images([1], other)
+    else:
+        with pytest.raises(ValueError, match="codebook has 625 codes but this LlamaGen has vocab_size=83521"):
+            model.generate_images([1], iFSQAutoencoder.from_preset("test_f4_d4", levels=[5, 5, 5, 5]))
 
 
 def test_bad_inputs_raise_clear_errors(model):

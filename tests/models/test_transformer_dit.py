@@ -197,3 +197,12 @@ def test_qk_layernorm_when_rmsnorm_is_off():
     model = tiny(use_rmsnorm=False)
     assert isinstance(model.blocks[0].attn.q_norm, torch.nn.LayerNorm)
     assert "blocks.0.attn.q_norm.bias" in model.state_dict()
+
+
+def test_bfloat16_forward_close_to_float32():
+    model = tiny(repa_feature_dim=8)
+    x, t, y = inputs()
+    ref = model(x, t, y).sample
+    out = model.to(torch.bfloat16)(x.bfloat16(), t, y, return_repa_features=True)
+    assert out.sample.dtype == torch.bfloat16 and out.repa_features.dtype == torch.bfloat16
+    torch.testing.assert_close(out.sample.float(), ref, atol=0.05, rtol=0.05)
