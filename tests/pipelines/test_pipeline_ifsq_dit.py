@@ -113,7 +113,8 @@ def test_bad_inputs(pipe):
         pipe([1], num_inference_steps=1, output_type="jpg")
     with pytest.raises(ValueError, match="empty"):
         pipe([], num_inference_steps=1)
-    no_names = iFSQDiTPipeline(pipe.transformer, pipe.vae, pipe.scheduler)
+    no_names = iFSQDiTPipeline(transformer=pipe.transformer, vae=pipe.vae)  # default scheduler
+    assert isinstance(no_names.scheduler, FlowMatchEulerDiscreteScheduler)
     with pytest.raises(ValueError, match="no id2label"):
         no_names(["cat"], num_inference_steps=1)
 

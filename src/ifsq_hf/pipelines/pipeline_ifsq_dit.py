@@ -35,7 +35,8 @@ class iFSQDiTPipeline(DiffusionPipeline):
         vae: :class:`iFSQAutoencoder`; its ``scaling_factor``/``shift_factor`` map its latents to the diffusion
             space (``x = (z - shift) * scale``). Sampled latents are decoded as they are, without snapping them
             to the FSQ grid, like the official code.
-        scheduler: ``FlowMatchEulerDiscreteScheduler`` (keep ``shift=1``; use ``timestep_shift`` instead).
+        scheduler: ``FlowMatchEulerDiscreteScheduler`` (default: a fresh one; keep ``shift=1`` and use
+            ``timestep_shift`` instead).
         id2label: optional ``{class_id: "name, synonym, ..."}`` so classes can be asked for by name.
 
     Load from a folder or a Hub repo id with ``iFSQDiTPipeline.from_pretrained`` (not the generic
@@ -48,10 +49,12 @@ class iFSQDiTPipeline(DiffusionPipeline):
         self,
         transformer: LightningDiTTransformer2DModel,
         vae: iFSQAutoencoder,
-        scheduler: FlowMatchEulerDiscreteScheduler,
+        scheduler: FlowMatchEulerDiscreteScheduler | None = None,
         id2label: dict[int, str] | None = None,
     ):
         super().__init__()
+        if scheduler is None:
+            scheduler = FlowMatchEulerDiscreteScheduler()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
         if id2label is not None:
             id2label = {int(k): str(v) for k, v in id2label.items()}  # JSON round trips make keys strings
