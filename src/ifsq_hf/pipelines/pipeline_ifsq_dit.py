@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ImagePipelineOutput
@@ -44,13 +45,15 @@ class iFSQDiTPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer->vae"
+    # Optional in the signature (a fresh FlowMatchEulerDiscreteScheduler by default) but still saved and loaded.
+    _optional_components: ClassVar[list[str]] = ["scheduler"]
 
     def __init__(
         self,
         transformer: LightningDiTTransformer2DModel,
         vae: iFSQAutoencoder,
         scheduler: FlowMatchEulerDiscreteScheduler | None = None,
-        id2label: dict[int, str] | None = None,
+        id2label: dict | None = None,
     ):
         super().__init__()
         if scheduler is None:
@@ -85,6 +88,8 @@ class iFSQDiTPipeline(DiffusionPipeline):
                 if key in kwargs
             }
             path = snapshot_download(path, **download_kwargs)
+        if "scheduler" not in kwargs and not os.path.isfile(os.path.join(path, "scheduler", "scheduler_config.json")):
+            kwargs["scheduler"] = FlowMatchEulerDiscreteScheduler()  # folders saved without one use the default
         return super().from_pretrained(path, **kwargs)
 
     # ------------------------------------------------------------------ helpers
