@@ -56,6 +56,19 @@ def test_presets_match_upstream_sizes():
         LlamaGenConfig.from_preset("tiny", factorized_vocab_sizes=[8, 9])
 
 
+def test_parameter_counts_match_official_llamagen_l():
+    # Official iFSQ LlamaGen-L, measured on the official module: 480.41 M (83,521 vocab), 336.23 M (f2x2),
+    # + 7.87 M REPA projector (1024 -> 2048 -> 2048 -> 768). Built on the meta device: no memory.
+    def count(**kw):
+        with torch.device("meta"):
+            model = LlamaGenForImageGeneration(LlamaGenConfig.from_preset("L", **kw))
+        return sum(p.numel() for p in model.parameters()) / 1e6
+
+    assert round(count(), 2) == 480.41
+    assert round(count(factorized_vocab_sizes=[289, 289]), 2) == 336.23
+    assert round(count(repa_feature_dim=768) - count(), 2) == 7.87
+
+
 def test_rope_table_zeroes_class_token_and_is_2d():
     cos, sin = rope_2d_table(grid_size=4, head_dim=16, theta=10000.0)
     assert cos.shape == (17, 8)
@@ -234,8 +247,8 @@ def test_gradient_checkpointing_matches(model):
     torch.testing.assert_close(grads[0], grads[1])
 
 
-def test_convert_official_state_dict_roundtrip(fmodel):
-    # Build an official-layout state dict from our weights by the documented inverse mapping, then convert back.
+def to_official_keys(state_dict):
+    """Our keys -> official iFSQ `llamagen.py` keys, by the documented mapping read backwards."""
     inverse = {
         ".self_attn.qkv_proj.": ".attention.wqkv.",
         ".self_attn.o_proj.": ".attention.wo.",
@@ -246,23 +259,78 @@ def test_convert_official_state_dict_roundtrip(fmodel):
         ".post_attention_layernorm.": ".ffn_norm.",
     }
     official = {}
-    for key, value in fmodel.state_dict().items():
+    for key, value in state_dict.items():
         k = key.replace("model.factorized_layers.", "factorized_blocks.").replace("lm_head.", "output.")
         k = k.replace("model.class_embedding.", "cls_embedding.embedding_table.")
-        if k.startswith("model.embed_tokens."):
-            i = k.split(".")[2]
-            k = f"{i}_emb.weight"
-        k = k.removeprefix("model.")
+        k = k.replace("model.repa_projector.", "projectors.0.")
+        if k.startswith("model.embed_tokens.") and k.count(".") == 3:
+            k = f"{k.split('.')[2]}_emb.weight"
+        k = k.replace("model.embed_tokens.", "tok_embeddings.").removeprefix("model.")
         for new, old in inverse.items():
             k = k.replace(new, old)
-        official["module._orig_mod." + k] = value
+        official[k] = value
+    return official
+
+
+def test_convert_official_state_dict_roundtrip(fmodel):
+    official = {"module._orig_mod." + k: v for k, v in to_official_keys(fmodel.state_dict()).items()}
     official["freqs_cis"] = torch.zeros(1)
     assert {"module._orig_mod.0_emb.weight", "module._orig_mod.layers.0.attention.wqkv.weight"} <= set(official)
     converted = convert_llamagen_state_dict(official)
     assert set(converted) == set(fmodel.state_dict())
     assert all(torch.equal(converted[k], v) for k, v in fmodel.state_dict().items())
+    assert "model.repa_projector.0.weight" not in convert_llamagen_state_dict(
+        {"projectors.0.0.weight": torch.zeros(1)}, keep_projector=False
+    )
 
 
+# Logits of the official iFSQ `llamagen/models/llamagen.py` (commit e78bd70; dim 32, 3 layers, 2 heads, multiple_of 16,
+# 10 classes, 4x4 tokens, REPA after block 1, projector 48 -> 8), all weights N(0, 0.2^2) drawn in sorted-official-key
+# order from Generator(seed 0); tokens from Generator(seed 1); class labels [1, 10 (null)]. Computed once, offline.
+GOLDEN_SINGLE = [
+    [
+        [-0.07334214, 0.19996099, -0.18888682],
+        [-0.10714910, 0.19473597, 0.07203519],
+        [0.00523114, 0.26090384, -0.13148715],
+    ],
+    [
+        [0.02987527, -0.16989654, 0.03013666],
+        [-0.08291690, -0.07981586, 0.12693377],
+        [0.11055744, -0.28737199, 0.28508621],
+    ],
+]
+GOLDEN_REPA = [[-0.84836596, 0.22896986, -0.23804173], [-0.14116110, -0.05735937, -0.26692656]]
+GOLDEN_FACTORIZED = [
+    [[[0.14284015, 0.27816188, 0.08769055], [-0.07629949, -0.01153240, -0.01113375]],
+     [[0.03701111, 0.21754530, -0.26181906], [-0.24024093, -0.00927922, -0.04958330]]],
+    [[[0.22162855, 0.00886712, -0.29583076], [0.09013811, -0.20161982, -0.13282024]],
+     [[-0.33130142, -0.16181535, 0.09445763], [-0.11203100, -0.15215132, 0.29240152]]],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("factorized", [False, True])
+def test_matches_official_implementation(factorized):
+    kw = {"factorized_vocab_sizes": [8, 8]} if factorized else {"repa_feature_dim": 8, "repa_depth": 1}
+    model = LlamaGenForImageGeneration(LlamaGenConfig.from_preset("tiny", **kw)).eval()
+    official = to_official_keys(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    official = {k: torch.randn(v.shape, generator=g) * 0.2 for k, v in sorted(official.items())}
+    model.load_state_dict(convert_llamagen_state_dict(official), strict=True)
+    labels = torch.tensor([1, 10])
+    g = torch.Generator().manual_seed(1)
+    if factorized:
+        sub = torch.randint(0, 8, (2, 16, 2), generator=g)
+        logits = model(class_labels=labels, image_tokens=sub).logits
+        got = [lg[:, [0, 15], :3] for lg in logits]
+        torch.testing.assert_close(torch.stack(got), torch.tensor(GOLDEN_FACTORIZED), rtol=0, atol=2e-5)
+    else:
+        tokens = torch.randint(0, 64, (2, 16), generator=g)
+        out = model(class_labels=labels, image_tokens=tokens, output_repa_features=True)
+        torch.testing.assert_close(out.logits[:, [0, 5, 15], :3], torch.tensor(GOLDEN_SINGLE), rtol=0, atol=2e-5)
+        torch.testing.assert_close(out.repa_features[1, [0, 15], :3], torch.tensor(GOLDEN_REPA), rtol=0, atol=2e-5)
+
+
+@pytest.mark.slow
 def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -290,6 +358,19 @@ def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), LlamaGenForImageGeneration)
+
+
+def test_training_checkpoint_loads_without_projector(model, tmp_path):
+    model.save_pretrained(tmp_path)  # has the REPA projector
+    config = LlamaGenConfig.from_pretrained(tmp_path)
+    config.repa_feature_dim = None
+    slim = LlamaGenForImageGeneration.from_pretrained(tmp_path, config=config).eval()
+    assert not hasattr(slim.model, "repa_projector")
+    labels = torch.tensor([1, 2])
+    tokens = torch.randint(0, 64, (2, 16))
+    torch.testing.assert_close(
+        slim(class_labels=labels, image_tokens=tokens).logits, model(class_labels=labels, image_tokens=tokens).logits
+    )
 
 
 def test_peft_lora_trains_and_merges(model):
@@ -344,6 +425,29 @@ def test_generate_images_output_types(model):
     assert model.generate_images([1], tok, output_type="np", seed=0).shape == (1, 8, 8, 3)
     pil = model.generate_images([1], tok, output_type="pil", seed=0)
     assert pil[0].size == (8, 8)
+
+
+@pytest.mark.parametrize("factorized", [False, True])
+def test_generate_images_with_ifsq_tokenizer(factorized):
+    from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
+
+    tokenizer = iFSQAutoencoder.from_preset("test_f4_d4", factorized_dims=[2, 2] if factorized else None).eval()
+    kw = {"factorized_vocab_sizes": [289, 289]} if factorized else {}
+    model = make_model(vocab_size=tokenizer.codebook_size, image_token_size=4, **kw)
+    images = model.generate_images([3, 4], tokenizer, output_type="pt", guidance_scale=2.0, seed=0, top_k=100)
+    assert images.shape == (2, 3, 16, 16) and float(images.min()) >= 0 and float(images.max()) <= 1
+    tokens = model.generate(class_labels=[3, 4], guidance_scale=2.0, seed=0, top_k=100)
+    expected = (tokenizer.decode_indices(tokens.reshape(2, 4, 4)).sample.clamp(-1, 1) + 1) / 2
+    torch.testing.assert_close(images, expected)
+    if factorized:
+        plain = iFSQAutoencoder.from_preset("test_f4_d4")  # one group of 83521: merged ids decode the same
+        model.check_tokenizer(plain)
+        other = iFSQAutoencoder.from_preset("test_f4_d4", levels=[17, 17, 17, 17], factorized_dims=[1, 3])
+        with pytest.raises(ValueError, match="factorized groups"):
+            model.generate_images([1], other)
+    else:
+        with pytest.raises(ValueError, match="codebook has 625 codes but this LlamaGen has vocab_size=83521"):
+            model.generate_images([1], iFSQAutoencoder.from_preset("test_f4_d4", levels=[5, 5, 5, 5]))
 
 
 def test_bad_inputs_raise_clear_errors(model):

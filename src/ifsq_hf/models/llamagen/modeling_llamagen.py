@@ -296,7 +296,8 @@ class LlamaGenPreTrainedModel(PreTrainedModel):
 
 
 def _drop_path_rates(rate: float, n: int) -> list[float]:
-    return [float(x) for x in torch.linspace(0, rate, n)] if n else []
+    # torch.linspace(0, rate, n) in plain Python, so construction also works on the meta device.
+    return [rate * i / (n - 1) for i in range(n)] if n > 1 else [0.0] * n
 
 
 class LlamaGenModel(LlamaGenPreTrainedModel):
@@ -849,7 +850,8 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             )
         if self.config.factorized_vocab_sizes:
             groups = list(getattr(getattr(tokenizer, "quantizer", None), "group_sizes", []) or [])
-            if groups and groups != list(self.config.factorized_vocab_sizes):
+            # A single-group tokenizer decodes merged ids too; a factorized one must use the same groups.
+            if len(groups) > 1 and groups != list(self.config.factorized_vocab_sizes):
                 raise ValueError(
                     f"the tokenizer's factorized groups {groups} differ from the model's factorized_vocab_sizes "
                     f"{self.config.factorized_vocab_sizes}."
