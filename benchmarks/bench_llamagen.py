@@ -100,7 +100,9 @@ def main() -> None:
     p.add_argument("--guidance-scale", type=float, default=2.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--compile", action="store_true", help="also time torch.compile on the trunk (static cache)")
+    p.add_argument(
+        "--compile", action="store_true", help="also time torch.compile of the blocks (static cache); no gain on CPU"
+    )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument(
         "--no-cache-max-batch", type=int, default=1, help="skip the quadratic no-cache reference above this batch"
