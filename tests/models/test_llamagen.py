@@ -99,6 +99,36 @@ def test_training_forward_shapes_and_loss(model):
     assert len(model(class_labels=torch.tensor([1]), image_tokens=tokens[:1], return_dict=False)) >= 1
 
 
+def test_label_dropout_uses_null_class_and_regularisers_are_train_only():
+    torch.manual_seed(0)
+    quiet = {"token_dropout_prob": 0.0, "residual_dropout_prob": 0.0, "ffn_dropout_prob": 0.0}
+    model = make_model(class_dropout_prob=1.0, **quiet)
+    tokens = torch.randint(0, 64, (2, 16))
+    null_logits = model(class_labels=torch.tensor([10, 10]), image_tokens=tokens).logits
+    assert not torch.allclose(model(class_labels=torch.tensor([1, 2]), image_tokens=tokens).logits, null_logits)
+    model.train()  # every label dropped to the null class
+    torch.testing.assert_close(model(class_labels=torch.tensor([1, 2]), image_tokens=tokens).logits, null_logits)
+    for kw in ({"drop_path_rate": 0.5, **quiet}, {"token_dropout_prob": 0.5}):
+        noisy = make_model(**kw)
+        a = noisy(class_labels=torch.tensor([1, 2]), image_tokens=tokens).logits
+        torch.testing.assert_close(noisy(class_labels=torch.tensor([1, 2]), image_tokens=tokens).logits, a)
+        noisy.train()
+        b = noisy(class_labels=torch.tensor([1, 2]), image_tokens=tokens).logits
+        assert not torch.allclose(a, b), kw
+
+
+def test_bfloat16_generation_runs(model):
+    half = make_model(repa_feature_dim=8)
+    half.load_state_dict(model.state_dict())
+    half.to(torch.bfloat16)
+    tokens = half.generate(
+        class_labels=torch.tensor([1, 2]), guidance_scale=2.0, seed=0, cache_implementation="static"
+    )
+    assert tokens.shape == (2, 16) and int(tokens.max()) < 64
+    out = half(class_labels=torch.tensor([1, 2]), image_tokens=tokens, labels=tokens)
+    assert out.logits.dtype == torch.float32 and torch.isfinite(out.loss)
+
+
 def test_factorized_shapes_and_loss(fmodel):
     sub = torch.randint(0, 8, (2, 16, 2))
     global_ids = fmodel.model.merge_tokens(sub)
