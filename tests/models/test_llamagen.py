@@ -500,5 +500,7 @@ def test_bad_inputs_raise_clear_errors(model):
         model.generate()
     with pytest.raises(TypeError, match="unexpected generate"):
         model.generate(class_labels=torch.tensor([1]), max_new_tokens=3)
+    with pytest.raises(ValueError, match="guidance_interval must be"):
+        model.generate(class_labels=torch.tensor([1]), guidance_scale=2.0, guidance_interval=(0.5, 0.2))
     with pytest.raises(ValueError, match="cache_implementation"):
         model.generate(class_labels=torch.tensor([1]), cache_implementation="paged")

@@ -741,6 +741,11 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
         if generator is None and seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
         start, end = guidance_interval if guidance_interval is not None else (0.0, 1.0)
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(
+                f"guidance_interval must be (start, end) fractions of the token sequence with 0 <= start < end <= 1, "
+                f"got {guidance_interval}."
+            )
         n_tokens = self.config.num_image_tokens
         procs = self._sampling_processors(temperature, top_k, top_p) if do_sample else LogitsProcessorList()
         procs.extend(logits_processor or [])
