@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     pipe = iFSQDiTPipeline.from_pretrained(args.pipeline).to(state.device)
     pipe.set_progress_bar_config(disable=True)
     num_classes = pipe.transformer.config.num_classes
-    class_ids = resolve_class_ids(args.classes, pipe.id2label, num_classes)
+    class_ids = resolve_class_ids(args.classes, pipe.config.id2label, num_classes)
 
     def generate(labels: list[int], generator: torch.Generator):
         return pipe(
             class_labels=labels,
             num_inference_steps=args.num_inference_steps,
             guidance_scale=args.guidance_scale,
-            guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
+            guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else (0.0, 1.0),
             generator=generator,
         ).images
 

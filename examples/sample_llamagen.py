@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         tokenizer = iFSQAutoencoder.from_pretrained(args.tokenizer)
     tokenizer = tokenizer.to(state.device).eval()
-    names = model.config.class_names or []
-    class_ids = resolve_class_ids(args.classes, dict(enumerate(names)), model.config.num_classes)
+    class_ids = resolve_class_ids(args.classes, model.config.id2label, model.config.num_classes)
 
     def generate(labels: list[int], generator: torch.Generator):
         return model.generate_images(

@@ -22,6 +22,7 @@ import logging
 from pathlib import Path
 
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
@@ -45,11 +46,7 @@ from ifsq_hf.training.common import (
     validation_class_labels,
 )
 from ifsq_hf.training.ema import ExponentialMovingAverage
-from ifsq_hf.training.flow_matching import (
-    flow_matching_loss,
-    prepare_flow_matching_batch,
-    sample_logit_normal_timesteps,
-)
+from ifsq_hf.training.flow_matching import flow_matching_loss, prepare_flow_matching_inputs
 from ifsq_hf.training.images import log_image_grid, make_image_grid
 from ifsq_hf.training.precompute import PrecomputedLatentDataset
 from ifsq_hf.training.repa import load_repa_encoder, repa_projection_loss
@@ -131,7 +128,9 @@ def build_transformer(args, vae, latent_size: int, num_classes: int, repa_dim: i
 
 @torch.no_grad()
 def log_validation(accelerator, transformer, vae, id2label, args, step: int):
-    pipe = iFSQDiTPipeline(transformer=transformer, vae=vae, id2label=id2label)
+    pipe = iFSQDiTPipeline(
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
+    )
     pipe.set_progress_bar_config(disable=True)
     classes = validation_class_labels(id2label, args.num_validation_classes)
     labels = [c for c in classes for _ in range(args.num_validation_images_per_class)]
@@ -238,18 +237,17 @@ def main(argv: list[str] | None = None) -> dict:
                     latents = vae.encode(pixels.float()).latent
                     features = repa_encoder(pixels) if repa_encoder is not None else None
                 latents = (latents.float() - shift) * scale
-            timesteps = sample_logit_normal_timesteps(
-                latents.shape[0], mean=args.logit_normal_mean, std=args.logit_normal_std, device=latents.device
+            noisy, timesteps, target = prepare_flow_matching_inputs(
+                latents, logit_mean=args.logit_normal_mean, logit_std=args.logit_normal_std
             )
-            noisy, target = prepare_flow_matching_batch(latents, timesteps)
             out = transformer(noisy, timesteps, batch["labels"], return_repa_features=use_repa)
             losses = flow_matching_loss(out.sample, target, cosine_weight=args.cosine_loss_weight)
-            loss = losses["loss"]
-            logs = {"train/mse": float(losses["mse"]), "train/cosine": float(losses.get("cosine", 0.0))}
+            loss = losses.loss
+            logs = {"train/mse": float(losses.mse), "train/cosine": float(losses.cosine)}
             if use_repa:
                 repa = repa_projection_loss(out.repa_features, features)
                 loss = loss + args.repa_coefficient * repa
-                logs["train/repa"] = float(repa)
+                logs["train/repa"] = float(repa.detach())
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.max_grad_norm:
                 accelerator.clip_grad_norm_(transformer.parameters(), args.max_grad_norm)
@@ -264,9 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
             ema.step(unwrapped)
         progress.update(1)
         if state.global_step % args.logging_steps == 0 or state.global_step == 1:
-            logs.update({"train/loss": float(loss), "train/lr": lr_scheduler.get_last_lr()[0]})
+            logs.update({"train/loss": float(loss.detach()), "train/lr": lr_scheduler.get_last_lr()[0]})
             accelerator.log(logs, step=state.global_step)
-            progress.set_postfix(loss=f"{float(loss):.4f}")
+            progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if state.global_step % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
         if args.validation_steps and state.global_step % args.validation_steps == 0 and accelerator.is_main_process:
@@ -276,7 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = ema.model if ema is not None else unwrapped
-        pipeline = iFSQDiTPipeline(transformer=final, vae=vae, id2label=id2label)
+        pipeline = iFSQDiTPipeline(
+            transformer=final, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
+        )
         pipeline.save_pretrained(args.output_dir)
         if args.validation_steps:
             log_validation(accelerator, final, vae, id2label, args, state.global_step)

@@ -70,7 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--disc_start", type=int, default=50_000, help="Step at which the GAN loss starts.")
     g.add_argument("--disc_weight", type=float, default=0.5)
     g.add_argument("--disc_learning_rate", type=float, default=None, help="Default: --learning_rate.")
-    g.add_argument("--lpips_net", default="alex", choices=["alex", "vgg"], help="LPIPS backbone of the metric.")
+    g.add_argument("--disc_num_layers", type=int, default=4, help="PatchGAN depth (official 4; 2-3 for tiny crops).")
+    g.add_argument("--disc_ndf", type=int, default=64, help="PatchGAN width.")
+    g.add_argument("--perceptual_net", default="vgg", choices=["vgg", "alex"], help="LPIPS backbone of the loss.")
+    g.add_argument(
+        "--lpips_net", default="alex", choices=["alex", "vgg", "none"], help="LPIPS backbone of the validation metric."
+    )
     g.add_argument("--num_validation_images", type=int, default=64, help="Held-out images per validation.")
     add_common_training_args(
         parser, learning_rate=1e-4, train_batch_size=16, ema_decay=0.999, max_train_steps=10_000, max_grad_norm=1.0
@@ -145,6 +150,9 @@ def main(argv: list[str] | None = None) -> dict:
         perceptual_weight=args.perceptual_weight,
         disc_weight=args.disc_weight,
         disc_start=args.disc_start,
+        perceptual_net=args.perceptual_net,
+        disc_ndf=args.disc_ndf,
+        disc_num_layers=args.disc_num_layers,
     )
     logger.info("tokenizer: %s parameters, codebook %d", f"{count_parameters(model):,}", model.codebook_size)
 
@@ -179,7 +187,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.use_ema:
         ema = ExponentialMovingAverage(accelerator.unwrap_model(model), decay=args.ema_decay)
         accelerator.register_for_checkpointing(ema)
-    lpips_model = LPIPS(net=args.lpips_net).to(accelerator.device) if args.validation_steps else None
+    lpips_model = None
+    if args.validation_steps and args.lpips_net != "none":
+        lpips_model = LPIPS(net=args.lpips_net).to(accelerator.device)
+        if args.resolution < lpips_model.min_size:
+            raise ValueError(
+                f"validation LPIPS needs images of at least {lpips_model.min_size} px, got --resolution "
+                f"{args.resolution}; raise the resolution or pass --lpips_net none."
+            )
 
     state = resume_if_requested(accelerator, args)
     init_trackers(accelerator, args, "train_ifsq_autoencoder")
@@ -199,12 +214,10 @@ def main(argv: list[str] | None = None) -> dict:
         model.train()
         with accelerator.accumulate(model):
             out = model(x)
-            loss_fn.discriminator.requires_grad_(False)  # the generator step must not leave gradients in D
             g_loss, logs = loss_fn.generator_loss(
                 x, out.sample, state.global_step, last_layer=unwrapped.get_last_layer()
             )
             accelerator.backward(g_loss)
-            loss_fn.discriminator.requires_grad_(True)
             if accelerator.sync_gradients and args.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
@@ -234,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
             scalars.update(stats.as_log_dict("train/quantizer/"))
             scalars["train/lr"] = lr_scheduler.get_last_lr()[0]
             accelerator.log(scalars, step=state.global_step)
-            progress.set_postfix(loss=f"{float(g_loss):.4f}")
+            progress.set_postfix(loss=f"{float(g_loss.detach()):.4f}")
         if state.global_step % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
         if args.validation_steps and state.global_step % args.validation_steps == 0 and accelerator.is_main_process:

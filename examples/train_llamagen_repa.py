@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ifsq_hf.hub import finish_run
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 from ifsq_hf.models.llamagen import LlamaGenConfig, LlamaGenForImageGeneration
+from ifsq_hf.quantization import FiniteScalarQuantizer
 from ifsq_hf.training.checkpointing import save_checkpoint
 from ifsq_hf.training.common import (
     add_common_training_args,
@@ -103,14 +104,32 @@ def load_data(args: argparse.Namespace):
     return dataset, id2label
 
 
-def build_model(args, tokenizer, grid_size: int, id2label: dict, repa_dim: int | None) -> LlamaGenForImageGeneration:
+def token_vocabulary(tokenizer, groups: int) -> tuple[dict, FiniteScalarQuantizer]:
+    """LlamaGen vocabulary for the tokenizer, and the quantizer that splits its indices into ``groups`` sub-indices
+    (the official ``factorized_bits``: 4 channels x 17 levels in 2 groups -> two 289-code sub-vocabularies)."""
+    source = tokenizer.quantizer
+    levels = list(source.levels)
+    if len(levels) % groups:
+        raise ValueError(
+            f"--factorized_groups {groups} must divide the tokenizer's {len(levels)} latent channels "
+            f"(levels {levels})."
+        )
+    splitter = FiniteScalarQuantizer(
+        levels, bound=source.bound, alpha=source.alpha, factorized_dims=[len(levels) // groups] * groups
+    )
+    if groups == 1:
+        return {"vocab_size": splitter.codebook_size, "factorized_vocab_sizes": None}, splitter
+    return {"vocab_size": splitter.codebook_size, "factorized_vocab_sizes": splitter.group_sizes}, splitter
+
+
+def build_model(args, vocabulary: dict, grid_size: int, id2label: dict, repa_dim: int | None):
     overrides = {
+        **vocabulary,
         "num_classes": len(id2label),
-        "image_grid_size": grid_size,
+        "image_token_size": grid_size,
         "repa_feature_dim": repa_dim,
-        "class_names": [str(id2label[i]) for i in sorted(id2label)],
+        "id2label": {int(k): str(v) for k, v in id2label.items()},
     }
-    overrides.update(LlamaGenConfig.vocabulary_from_tokenizer(tokenizer, args.factorized_groups))
     if args.repa_depth is not None:
         overrides["repa_depth"] = args.repa_depth
     if args.config:
@@ -122,12 +141,11 @@ def build_model(args, tokenizer, grid_size: int, id2label: dict, repa_dim: int |
     return LlamaGenForImageGeneration(config)
 
 
-def tokens_for(model_config, tokenizer, indices: torch.Tensor) -> torch.Tensor:
-    """Flatten ``(B, h, w)`` indices to raster-order tokens (``(B, N)`` or ``(B, N, G)`` for factorized heads)."""
-    if getattr(model_config, "factorized_vocab_sizes", None):
-        indices = tokenizer.quantizer.global_to_group_indices(indices)
-        return indices.flatten(1, 2)
-    return indices.flatten(1)
+def image_tokens(splitter: FiniteScalarQuantizer, indices: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w)`` tokenizer indices -> raster-order tokens ``(B, N)``, or ``(B, N, K)`` sub-indices."""
+    if splitter.num_groups == 1:
+        return indices.flatten(1)
+    return splitter.global_to_group_indices(indices).flatten(1, 2)
 
 
 @torch.no_grad()
@@ -187,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{tokenizer.downsample_factor}."
             )
         grid_size = args.resolution // tokenizer.downsample_factor
-    model = build_model(args, tokenizer, grid_size, id2label, repa_dim)
+    vocabulary, splitter = token_vocabulary(tokenizer, args.factorized_groups)
+    model = build_model(args, vocabulary, grid_size, id2label, repa_dim)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     logger.info("LlamaGen: %s parameters", f"{count_parameters(model):,}")
@@ -238,16 +257,16 @@ def main(argv: list[str] | None = None) -> dict:
                     pixels = batch["pixel_values"]
                     indices = tokenizer.encode(pixels.float()).indices
                     features = repa_encoder(pixels) if repa_encoder is not None else None
-                tokens = tokens_for(unwrapped.config, tokenizer, indices)
+                tokens = image_tokens(splitter, indices)
             out = model(
                 class_labels=batch["labels"], image_tokens=tokens, labels=tokens, output_repa_features=use_repa
             )
             loss = out.loss
-            logs = {"train/ce": float(out.loss)}
+            logs = {"train/ce": float(out.loss.detach())}
             if use_repa:
                 repa = repa_projection_loss(out.repa_features, features)
                 loss = loss + args.repa_coefficient * repa
-                logs["train/repa"] = float(repa)
+                logs["train/repa"] = float(repa.detach())
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -262,9 +281,9 @@ def main(argv: list[str] | None = None) -> dict:
             ema.step(unwrapped)
         progress.update(1)
         if state.global_step % args.logging_steps == 0 or state.global_step == 1:
-            logs.update({"train/loss": float(loss), "train/lr": lr_scheduler.get_last_lr()[0]})
+            logs.update({"train/loss": float(loss.detach()), "train/lr": lr_scheduler.get_last_lr()[0]})
             accelerator.log(logs, step=state.global_step)
-            progress.set_postfix(loss=f"{float(loss):.4f}")
+            progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if state.global_step % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
         if args.validation_steps and state.global_step % args.validation_steps == 0 and accelerator.is_main_process:

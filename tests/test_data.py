@@ -198,6 +198,8 @@ def test_imagefolder_errors(tmp_path, image_folder):
     (tmp_path / "empty" / "notes.txt").write_text("no images")
     with pytest.raises(ValueError, match=r"contains no image files"):
         load_image_dataset(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match=r"not an existing local folder.*Hub"):
+        load_image_dataset("no_such_user/no_such_dataset")  # tests run with HF_HUB_OFFLINE=1
     with pytest.raises(ValueError, match=r"has no split 'validation'"):
         load_image_dataset(str(image_folder), split="validation", verify_images=False)
 

@@ -120,3 +120,55 @@ def test_push_to_the_real_hub(tokenizer_folder):
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), local.state_dict().values()))
     finally:
         HfApi(token=token).delete_repo(repo_id, missing_ok=True)
+
+
+def _tiny_dit_pipeline_folder(folder):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from ifsq_hf import LightningDiTTransformer2DModel, iFSQDiTPipeline
+
+    vae = iFSQAutoencoder.from_preset("test_f4_d4")
+    transformer = LightningDiTTransformer2DModel.from_preset("tiny", sample_size=4, in_channels=4, num_classes=3)
+    pipe = iFSQDiTPipeline(
+        transformer, vae, FlowMatchEulerDiscreteScheduler(), id2label={0: "cat", 1: "dog", 2: "owl"}
+    )
+    pipe.save_pretrained(folder)
+    write_run_metadata(folder, {"max_train_steps": 2}, {"fid": 123.4})
+
+
+def _tiny_llamagen_folder(folder):
+    from ifsq_hf import LlamaGenConfig, LlamaGenForImageGeneration
+
+    config = LlamaGenConfig.from_preset("tiny", vocab_size=17**4, num_classes=3, image_token_size=4,
+                                        id2label={0: "cat", 1: "dog", 2: "owl"})  # fmt: skip
+    LlamaGenForImageGeneration(config).save_pretrained(folder)
+    iFSQAutoencoder.from_preset("test_f4_d4").save_pretrained(folder / "tokenizer")
+    write_run_metadata(folder, {"max_train_steps": 2}, {})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dit_pipeline", "llamagen"])
+def test_generators_go_to_the_hub_and_come_back_by_repo_id(kind, fake_hub, tmp_path):
+    folder = tmp_path / kind
+    (_tiny_dit_pipeline_folder if kind == "dit_pipeline" else _tiny_llamagen_folder)(folder)
+    assert detect_model_kind(folder) == kind
+    env = fake_hub.env(str(tmp_path / "home"))
+    run_python(
+        f"from ifsq_hf.hub import push_folder_to_hub; push_folder_to_hub({str(folder)!r}, 'tester/{kind}')", env
+    )
+    card_text = fake_hub.files(f"tester/{kind}")["README.md"].decode()
+    card = ModelCard(card_text)
+    assert card.data.library_name == "ifsq-hf" and card.data.pipeline_tag == "unconditional-image-generation"
+    assert "cat, dog, owl" in card_text and "## Citation" in card_text
+    out = run_python(usage_snippet(card_text) + "\nprint(len(images), images[0].size)", env)
+    assert "2 (16, 16)" in out
+    if kind == "llamagen":  # transformers' Auto classes know the model once ifsq_hf is imported
+        out = run_python(
+            """
+            import ifsq_hf
+            from transformers import AutoModelForCausalLM
+            print(type(AutoModelForCausalLM.from_pretrained("tester/llamagen")).__name__)
+            """,
+            env,
+        )
+        assert "LlamaGenForImageGeneration" in out

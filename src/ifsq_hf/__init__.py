@@ -3,10 +3,15 @@
 from .models import (
     LightningDiTTransformer2DModel,
     LightningDiTTransformer2DModelOutput,
+    LlamaGenConfig,
+    LlamaGenForImageGeneration,
+    LlamaGenImageGenerationOutput,
+    LlamaGenModel,
     iFSQAutoencoder,
     iFSQAutoencoderOutput,
     iFSQEncoderOutput,
 )
+from .pipelines import iFSQDiTPipeline
 from .quantization import (
     FiniteScalarQuantizer,
     QuantizerOutput,
@@ -24,12 +29,17 @@ __all__ = [
     "FiniteScalarQuantizer",
     "LightningDiTTransformer2DModel",
     "LightningDiTTransformer2DModelOutput",
+    "LlamaGenConfig",
+    "LlamaGenForImageGeneration",
+    "LlamaGenImageGenerationOutput",
+    "LlamaGenModel",
     "QuantizerOutput",
     "UtilizationStats",
     "code_usage",
     "codebook_perplexity",
     "iFSQAutoencoder",
     "iFSQAutoencoderOutput",
+    "iFSQDiTPipeline",
     "iFSQEncoderOutput",
     "levels_from_bits",
     "per_dim_bin_histogram",

@@ -435,7 +435,9 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
 
 def _find_valid_rows(dataset: Any, image_column: str) -> tuple[list[int], list[str]]:
     valid, bad = [], []
-    for i, value in enumerate(dataset[image_column]):
+    # Read in chunks: Hub datasets embed image bytes, and the whole column may not fit in memory.
+    values = (v for start in range(0, len(dataset), 1024) for v in dataset[start : start + 1024][image_column])
+    for i, value in enumerate(values):
         try:
             with (
                 Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") is not None else Image.open(value["path"])
@@ -502,6 +504,13 @@ def load_image_dataset(
         args, kwargs = (name_or_path,), {}
     try:
         ds = datasets.load_dataset(*args, split=split, streaming=streaming, **kwargs, **load_kwargs)
+    except (ConnectionError, FileNotFoundError) as err:
+        if "data_dir" in kwargs:
+            raise
+        raise ValueError(
+            f"{name_or_path!r} is not an existing local folder and could not be loaded from the Hub ({err}); "
+            "pass the path of a folder of images, or a Hub dataset name with network access (HF_HUB_OFFLINE unset)."
+        ) from err
     except ValueError as err:
         if "Unknown split" in str(err):
             raise ValueError(

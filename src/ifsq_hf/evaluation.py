@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .metrics import CodebookUsageTracker, FrechetInceptionDistance, psnr, ssim
+from .quantization import histogram_entropy_bits, per_dim_bin_histogram
 
 __all__ = [
     "TokenizerEvaluation",
@@ -61,6 +62,7 @@ def evaluate_tokenizer(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     usage = CodebookUsageTracker(model.codebook_size)
+    bin_counts: list[torch.Tensor] | None = None  # per-channel level histograms: the iFSQ claim is about these
     fid = FrechetInceptionDistance().to(device) if compute_fid else None
     scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
     if lpips_model is not None:
@@ -78,6 +80,8 @@ def evaluate_tokenizer(
         if lpips_model is not None:
             scores["lpips"] += lpips_model(recon, x).flatten().tolist()
         usage.update(out.indices)
+        counts = per_dim_bin_histogram(model.quantizer, out.indices)
+        bin_counts = counts if bin_counts is None else [a + b for a, b in zip(bin_counts, counts)]
         if fid is not None:
             fid.update(x, real=True)
             fid.update(recon, real=False)
@@ -91,6 +95,11 @@ def evaluate_tokenizer(
     metrics = {name: float(sum(values) / len(values)) for name, values in scores.items()}
     for name, value in usage.compute().items():
         metrics[f"code_{name}"] = float(value)
+    levels = model.quantizer.levels
+    metrics["bin_usage"] = sum(int((c > 0).sum()) / level for c, level in zip(bin_counts, levels)) / len(levels)
+    metrics["bin_entropy_efficiency"] = sum(
+        float(histogram_entropy_bits(c)) / math.log2(level) for c, level in zip(bin_counts, levels)
+    ) / len(levels)
     if fid is not None:
         metrics["rfid"] = float(fid.compute())
     metrics["bits_per_pixel"] = bits_per_pixel(model)
@@ -145,7 +154,7 @@ def evaluate_tokenizer_cli(args: argparse.Namespace) -> dict[str, float]:
     if args.data is None:
         dataset = BundledPhotoDataset(resolution=args.resolution, split=args.split, crops="grid")
     else:
-        dataset = load_image_dataset(args.data, split=args.split, resolution=args.resolution, center_crop=True)
+        dataset = load_image_dataset(args.data, split=args.split, resolution=args.resolution)
     if args.max_images is not None:
         if hasattr(dataset, "__len__"):
             dataset = torch.utils.data.Subset(dataset, range(min(args.max_images, len(dataset))))

@@ -197,9 +197,11 @@ def _dit_fields(folder: Path, source: str) -> dict:
 
 
 def _llamagen_fields(folder: Path, config: dict, source: str) -> dict:
-    id2label = config.get("class_names") or {}
-    names = list(id2label.values()) if isinstance(id2label, dict) else list(id2label)
-    side = config.get("image_token_size") or config.get("grid_size")
+    id2label = config.get("id2label") or {}
+    names = [id2label[k] for k in sorted(id2label, key=int)]
+    if all(str(n).startswith("LABEL_") for n in names):  # transformers' placeholder labels
+        names = []
+    side = config.get("image_token_size")
     has_tokenizer = (folder / "tokenizer" / "config.json").is_file()
     tokenizer_line = (
         f'tokenizer = iFSQAutoencoder.from_pretrained("{source}", subfolder="tokenizer")\n'
@@ -210,8 +212,9 @@ def _llamagen_fields(folder: Path, config: dict, source: str) -> dict:
         "num_parameters": _format_count(_count_safetensors_parameters(folder) or 0),
         "depth": config.get("num_hidden_layers"),
         "width": config.get("hidden_size"),
-        "num_tokens": f"{side}×{side}" if side else config.get("num_image_tokens"),
-        "vocab": f"{config.get('codebook_size', config.get('vocab_size'))}",
+        "num_tokens": f"{side}×{side}",
+        "vocab": f"{config.get('vocab_size'):,}"
+        + (f" (factorized {config['factorized_vocab_sizes']})" if config.get("factorized_vocab_sizes") else ""),
         "num_classes": config.get("num_classes"),
         "class_names": ", ".join(map(str, names[:20])) + (" …" if len(names) > 20 else ""),
         "repa": config.get("repa_depth") is not None and bool(config.get("repa_feature_dim")),

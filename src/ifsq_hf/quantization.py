@@ -35,6 +35,7 @@ __all__ = [
     "UtilizationStats",
     "code_usage",
     "codebook_perplexity",
+    "histogram_entropy_bits",
     "levels_from_bits",
     "per_dim_bin_histogram",
     "utilization_stats",
@@ -599,7 +600,8 @@ class UtilizationStats:
         return out
 
 
-def _entropy_bits(counts: torch.Tensor) -> torch.Tensor:
+def histogram_entropy_bits(counts: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits of a histogram of counts (accumulate counts over batches, then call this once)."""
     p = counts.double() / counts.sum().clamp_min(1)
     p = p[p > 0]
     return -(p * p.log2()).sum()
@@ -622,7 +624,7 @@ def code_usage(indices: torch.Tensor, codebook_size: int) -> float:
 
 def codebook_perplexity(indices: torch.Tensor, codebook_size: int) -> float:
     """``exp`` of the entropy (nats) of the code histogram."""
-    return float(torch.exp2(_entropy_bits(_code_histogram(indices, codebook_size))))
+    return float(torch.exp2(histogram_entropy_bits(_code_histogram(indices, codebook_size))))
 
 
 def per_dim_bin_histogram(quantizer: FiniteScalarQuantizer, indices: torch.Tensor) -> list[torch.Tensor]:
@@ -648,8 +650,8 @@ def utilization_stats(
         global_idx = indices
     counts = code_counts if code_counts is not None else _code_histogram(global_idx, quantizer.codebook_size)
     dim_counts = dim_counts if dim_counts is not None else per_dim_bin_histogram(quantizer, indices)
-    entropy = _entropy_bits(counts)
-    dim_entropy = [float(_entropy_bits(c)) for c in dim_counts]
+    entropy = histogram_entropy_bits(counts)
+    dim_entropy = [float(histogram_entropy_bits(c)) for c in dim_counts]
     return UtilizationStats(
         usage=int((counts > 0).sum()) / quantizer.codebook_size,
         perplexity=float(torch.exp2(entropy)),

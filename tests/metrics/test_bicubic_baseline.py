@@ -26,3 +26,33 @@ def test_baseline_on_given_images():
 class _NoLpips(torch.nn.Module):
     def forward(self, x, y):
         return (x - y).abs().flatten(1).mean(1)
+
+
+def test_reconstruction_metrics_stream_over_batches():
+    import numpy as np
+
+    from ifsq_hf.metrics import FrechetInceptionDistance, ReconstructionMetrics, ssim
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 3, 16, 16) * 2 - 1
+    y = (x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
+    idx = torch.randint(0, 8, (5, 4, 4))
+    fid = FrechetInceptionDistance(feature_extractor=_MeanColour())
+    metrics = ReconstructionMetrics(lpips=_NoLpips(), fid=fid, codebook_size=8)
+    metrics.update(x[:2], y[:2], idx[:2])
+    metrics.update(x[2:], y[2:], idx[2:])  # unequal batches: per-image mean, not mean of batch means
+    out = metrics.compute()
+    assert out["psnr"] == pytest.approx(psnr(y, x).mean().item(), rel=1e-5)
+    assert out["ssim"] == pytest.approx(ssim(y, x).mean().item(), rel=1e-5)
+    assert out["lpips"] == pytest.approx((x - y).abs().mean().item(), rel=1e-5)
+    assert np.isfinite(out["rfid"]) and out["num_images"] == 5 and 0 < out["usage"] <= 1
+    with pytest.raises(ValueError, match="token indices"):
+        metrics.update(x, y)
+    metrics.reset()
+    with pytest.raises(ValueError, match="before any update"):
+        metrics.compute()
+
+
+class _MeanColour(torch.nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))

@@ -58,5 +58,7 @@ def test_bad_shapes_raise():
         psnr(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="float tensor"):
+        psnr(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="window must be"):
         ssim(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16), window="box")

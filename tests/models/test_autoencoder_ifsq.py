@@ -284,3 +284,21 @@ def test_bad_inputs(model):
         iFSQAutoencoder.from_preset("test_f4_d4", norm_num_groups=3)
     with pytest.raises(ValueError, match="odd levels"):
         iFSQAutoencoder.from_preset("test_f4_d4", levels=[16] * 4)
+
+
+def test_half_precision_models_take_fp32_inputs(model):
+    x = images(2, 16)
+    ref = model(x)
+    bf16 = iFSQAutoencoder.from_preset("test_f4_d4").eval()
+    bf16.load_state_dict(model.state_dict())
+    bf16.to(torch.bfloat16)
+    out = bf16(x)  # fp32 images are cast to the weights' dtype
+    assert out.sample.dtype == torch.bfloat16 and out.latent.dtype == torch.bfloat16
+    assert bf16.decode_indices(out.indices).sample.dtype == torch.bfloat16
+    assert (out.sample.float() - ref.sample).abs().mean() < 0.05
+    # fp8 storage with bf16 compute (diffusers layerwise casting): inputs follow the compute dtype
+    model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    assert model.quant_conv.weight.dtype == torch.float32 and model.post_quant_conv.weight.dtype == torch.float8_e4m3fn
+    out = model(x)
+    assert out.sample.dtype == torch.bfloat16 and out.indices.shape == (2, 4, 4)
+    assert model.decode_indices(out.indices).sample.dtype == torch.bfloat16

@@ -182,3 +182,27 @@ def test_convert_official_state_dict():
     fresh.load_state_dict(converted, strict=True)
     with pytest.raises(ValueError, match="projector"):
         convert_official_dit_state_dict({"projectors.1.0.weight": torch.zeros(1)})
+
+
+def test_repa_depth_zero_projects_patch_embeddings():
+    model = tiny(repa_feature_dim=6, repa_depth=0)
+    x, t, y = inputs()
+    feats = model(x, t, y, return_repa_features=True).repa_features
+    tokens = model.x_embedder(x) + model.pos_embed
+    torch.testing.assert_close(feats, model.repa_projector(tokens))
+
+
+def test_qk_layernorm_when_rmsnorm_is_off():
+    # The official code falls back to an affine LayerNorm for QK-norm without RMSNorm.
+    model = tiny(use_rmsnorm=False)
+    assert isinstance(model.blocks[0].attn.q_norm, torch.nn.LayerNorm)
+    assert "blocks.0.attn.q_norm.bias" in model.state_dict()
+
+
+def test_bfloat16_forward_close_to_float32():
+    model = tiny(repa_feature_dim=8)
+    x, t, y = inputs()
+    ref = model(x, t, y).sample
+    out = model.to(torch.bfloat16)(x.bfloat16(), t, y, return_repa_features=True)
+    assert out.sample.dtype == torch.bfloat16 and out.repa_features.dtype == torch.bfloat16
+    torch.testing.assert_close(out.sample.float(), ref, atol=0.05, rtol=0.05)

@@ -113,9 +113,23 @@ def test_bad_inputs(pipe):
         pipe([1], num_inference_steps=1, output_type="jpg")
     with pytest.raises(ValueError, match="empty"):
         pipe([], num_inference_steps=1)
-    no_names = iFSQDiTPipeline(pipe.transformer, pipe.vae, pipe.scheduler)
+    no_names = iFSQDiTPipeline(transformer=pipe.transformer, vae=pipe.vae)  # default scheduler
+    assert isinstance(no_names.scheduler, FlowMatchEulerDiscreteScheduler)
     with pytest.raises(ValueError, match="no id2label"):
         no_names(["cat"], num_inference_steps=1)
+
+
+def test_default_scheduler_is_saved_and_reloaded(pipe, tmp_path):
+    bare = iFSQDiTPipeline(transformer=pipe.transformer, vae=pipe.vae, id2label=ID2LABEL)
+    bare.save_pretrained(tmp_path / "p")
+    assert (tmp_path / "p" / "scheduler" / "scheduler_config.json").is_file()
+    loaded = iFSQDiTPipeline.from_pretrained(tmp_path / "p")
+    assert isinstance(loaded.scheduler, FlowMatchEulerDiscreteScheduler) and loaded.id2label == ID2LABEL
+    # A folder without a scheduler (older saves) still loads, with the default scheduler.
+    import shutil
+
+    shutil.rmtree(tmp_path / "p" / "scheduler")
+    assert isinstance(iFSQDiTPipeline.from_pretrained(tmp_path / "p").scheduler, FlowMatchEulerDiscreteScheduler)
 
 
 def run_python(code: str, env: dict | None = None) -> str:

@@ -6,6 +6,7 @@ from ifsq_hf.training.flow_matching import (
     classifier_free_guidance,
     flow_matching_loss,
     interpolate,
+    prepare_flow_matching_batch,
     prepare_flow_matching_inputs,
     sample_logit_normal_timesteps,
     sample_ode,
@@ -68,6 +69,7 @@ def test_loss_terms():
     opposite = flow_matching_loss(-target, target, cosine_weight=0.5)
     torch.testing.assert_close(opposite.cosine, torch.tensor(2.0))
     torch.testing.assert_close(opposite.loss, opposite.mse + 0.5 * opposite.cosine)
+    assert opposite["loss"] is opposite.loss and opposite.get("cosine") is opposite.cosine  # dict-like output
     plain = flow_matching_loss(-target, target, cosine_weight=0.0)
     torch.testing.assert_close(plain.loss, plain.mse)
     pred = torch.randn_like(target, requires_grad=True)
@@ -83,6 +85,13 @@ def test_prepare_inputs():
     x_t, t, target = prepare_flow_matching_inputs(data, generator=g)
     noise = data - target
     torch.testing.assert_close(x_t, interpolate(data, noise, t))
+    noise = torch.randn_like(data)
+    x_t, target = prepare_flow_matching_batch(data, t, noise=noise)
+    torch.testing.assert_close(x_t, interpolate(data, noise, t))
+    torch.testing.assert_close(target, data - noise)
+    x_a, _ = prepare_flow_matching_batch(data, t, generator=torch.Generator().manual_seed(5))
+    x_b, _ = prepare_flow_matching_batch(data, t, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(x_a, x_b)
 
 
 def test_cfg_all_channels_and_interval():

@@ -7,6 +7,7 @@ from ifsq_hf.training.repa import (
     EfficientNetLiteEncoder,
     RepaEncoder,
     TransformersVisionEncoder,
+    VGGRepaEncoder,
     load_repa_encoder,
     repa_projection_loss,
 )
@@ -106,3 +107,11 @@ def test_repa_loss_matches_grid_by_interpolation():
     assert projected.grad is not None
     aligned = repa_projection_loss(target.clone(), target)
     torch.testing.assert_close(aligned, torch.tensor(-1.0))
+
+
+def test_lpips_vgg16_encoder():
+    enc = load_repa_encoder("lpips-vgg16")
+    assert isinstance(enc, VGGRepaEncoder) and enc.feature_dim == 512 and "not DINOv2" in enc.name
+    feats = enc(torch.rand(1, 3, 64, 64) * 2 - 1)
+    assert feats.shape == (1, 16, 512) and enc.last_grid == (4, 4)
+    torch.testing.assert_close(feats.norm(dim=-1), torch.ones(1, 16), atol=1e-4, rtol=1e-4)

@@ -6,6 +6,7 @@ from .evaluate_modules import evaluate_module_path
 from .fid import FrechetInceptionDistance, InceptionV3FeatureExtractor, default_inception_weights, frechet_distance
 from .lpips import LPIPS, default_lpips_weights
 from .psnr import psnr
+from .reconstruction import ReconstructionMetrics
 from .ssim import ssim
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "CodebookUsageTracker",
     "FrechetInceptionDistance",
     "InceptionV3FeatureExtractor",
+    "ReconstructionMetrics",
     "bicubic_baseline",
     "bicubic_resample",
     "default_inception_weights",

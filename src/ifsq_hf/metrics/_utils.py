@@ -18,6 +18,11 @@ def check_image_pair(pred: torch.Tensor, target: torch.Tensor, name: str, min_si
                 f"{name}: {label} must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}; "
                 "add a batch dimension with x[None]."
             )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{name}: {label} must be a float tensor in [-1, 1], got {x.dtype}; convert uint8 images with "
+                "x.float() / 127.5 - 1."
+            )
     if pred.shape != target.shape:
         raise ValueError(f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}.")
     if min(pred.shape[-2:]) < min_size:

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .lpips import LPIPS
-from .psnr import psnr
-from .ssim import ssim
+from .reconstruction import ReconstructionMetrics
 
 
 def bicubic_resample(images: torch.Tensor, factor: int = 4) -> torch.Tensor:
@@ -44,13 +43,9 @@ def bicubic_baseline(
             lpips = LPIPS("alex")
         except ValueError:
             lpips = None
-    scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": [], "lpips": []}
+    metrics = ReconstructionMetrics(lpips=lpips, fid=None)
     for batch in images.split(batch_size):
-        recon = bicubic_resample(batch, factor)
-        scores["psnr"].append(psnr(recon, batch))
-        scores["ssim"].append(ssim(recon, batch))
-        if lpips is not None:
-            scores["lpips"].append(lpips(recon, batch))
-    out = {k: float(torch.cat(v).mean()) if v else float("nan") for k, v in scores.items()}
-    out["num_images"] = len(images)
+        metrics.update(batch, bicubic_resample(batch, factor))
+    out = metrics.compute()
+    out.setdefault("lpips", float("nan"))
     return out

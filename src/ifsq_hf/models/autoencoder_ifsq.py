@@ -301,6 +301,23 @@ def _blend_weights(size: int, start: int, total: int, overlap: int, device, dtyp
     return w
 
 
+_COMPUTE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _to_compute_dtype(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """Cast inputs to the dtype ``module`` computes in, so a bf16/fp16 model takes fp32 images and latents.
+
+    With diffusers' layerwise casting the weights are stored in a storage-only dtype (fp8) and upcast by a hook;
+    the hook's compute dtype is used then.
+    """
+    dtype = module.weight.dtype
+    if dtype not in _COMPUTE_DTYPES:
+        registry = getattr(module, "_diffusers_hook", None)
+        hook = registry.get_hook("layerwise_casting") if registry is not None else None
+        dtype = getattr(hook, "compute_dtype", None)
+    return x if dtype is None else x.to(dtype)
+
+
 def _tile_starts(total: int, tile: int, stride: int) -> list[int]:
     """Tile offsets covering ``[0, total)``; the last tile is shifted back so that all tiles have full size."""
     if total <= tile:
@@ -338,7 +355,7 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
 
     _supports_gradient_checkpointing = True
     _no_split_modules: ClassVar[list[str]] = ["ResnetBlock2D"]
-    _skip_layerwise_casting_patterns: ClassVar[list[str]] = ["quantize", "quant_conv", "norm"]
+    _skip_layerwise_casting_patterns: ClassVar[list[str]] = ["^quantize$", "^quant_conv$", "norm"]
 
     @register_to_config
     def __init__(
@@ -520,7 +537,7 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
                 f"image size {h}x{w} is not divisible by the downsampling factor {f}; resize or crop to a multiple "
                 f"of {f} (e.g. {max(f, h // f * f)}x{max(f, w // f * f)})."
             )
-        return sample.to(self.encoder.conv_in.weight.dtype)
+        return _to_compute_dtype(sample, self.encoder.conv_in)
 
     def _check_latent(self, latent: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(latent) or not torch.is_floating_point(latent):
@@ -533,7 +550,7 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
             raise ValueError(
                 f"latent must have shape (B, {self.config.latent_channels}, h, w), got {tuple(latent.shape)}."
             )
-        return latent.to(self.post_quant_conv.weight.dtype)
+        return _to_compute_dtype(latent, self.post_quant_conv)
 
     # ------------------------------------------------------------------ encode
     def _pre_quant(self, x: torch.Tensor) -> torch.Tensor:
@@ -618,7 +635,7 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
         if q.num_groups > 1:
             indices = q.global_to_group_indices(indices)  # validates the range and dtype
         # contiguous: the codes come back channels-last in memory, and convs pick other kernels for that layout
-        return q.indices_to_codes(indices, dtype=self.post_quant_conv.weight.dtype).contiguous()
+        return _to_compute_dtype(q.indices_to_codes(indices), self.post_quant_conv).contiguous()
 
     @apply_forward_hook
     def decode_indices(self, indices: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:

@@ -173,9 +173,15 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm = _make_norm(self.head_dim, use_rmsnorm, eps) if use_qk_norm else nn.Identity()
-        self.k_norm = _make_norm(self.head_dim, use_rmsnorm, eps) if use_qk_norm else nn.Identity()
+        # QK-norm is RMSNorm, or (official code, use_rmsnorm=False) a default affine LayerNorm.
+        self.q_norm = self._qk_norm(use_qk_norm, use_rmsnorm, eps)
+        self.k_norm = self._qk_norm(use_qk_norm, use_rmsnorm, eps)
         self.proj = nn.Linear(dim, dim)
+
+    def _qk_norm(self, use_qk_norm: bool, use_rmsnorm: bool, eps: float) -> nn.Module:
+        if not use_qk_norm:
+            return nn.Identity()
+        return RMSNorm(self.head_dim, eps) if use_rmsnorm else nn.LayerNorm(self.head_dim)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         b, n, c = x.shape
@@ -258,7 +264,8 @@ class LightningDiTTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         num_classes: number of real classes; id ``num_classes`` is the null (unconditional) class.
         class_dropout_prob: probability of replacing a label by the null class in training mode (CFG training).
         use_qk_norm, use_swiglu, use_rope, use_rmsnorm, use_pos_embed: the LightningDiT switches (all on in iFSQ).
-        repa_depth: the projector reads the hidden states after this many blocks (1-based, as the official code).
+        repa_depth: the projector reads the hidden states after this many blocks (as the official code; 0 = the
+            patch embeddings).
         repa_feature_dim: output size of the REPA projector (the encoder's feature size); ``None`` = no projector.
         repa_hidden_dim: width of the projector's hidden layers.
 
@@ -305,8 +312,8 @@ class LightningDiTTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             raise ValueError(f"2-D RoPE needs a head dim divisible by 4, got {head_dim}; change the width or heads.")
         if patch_size < 1 or sample_size % patch_size:
             raise ValueError(f"patch_size {patch_size} must be >= 1 and divide sample_size {sample_size}.")
-        if repa_feature_dim is not None and not 1 <= repa_depth <= num_layers:
-            raise ValueError(f"repa_depth must be in [1, num_layers={num_layers}], got {repa_depth}.")
+        if repa_feature_dim is not None and not 0 <= repa_depth <= num_layers:
+            raise ValueError(f"repa_depth must be in [0, num_layers={num_layers}], got {repa_depth}.")
         if not 0.0 <= class_dropout_prob <= 1.0:
             raise ValueError(f"class_dropout_prob must be in [0, 1], got {class_dropout_prob}.")
         self.out_channels = out_channels or in_channels
@@ -454,6 +461,8 @@ class LightningDiTTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         c = self.t_embedder(timestep) + self.y_embedder(self._drop_labels(class_labels.long()))
 
         repa_features = None
+        if return_repa_features and cfg.repa_depth == 0:
+            repa_features = self.repa_projector(x)
         for i, block in enumerate(self.blocks):
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 x = self._gradient_checkpointing_func(block, x, c, rope)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ImagePipelineOutput
@@ -35,7 +36,8 @@ class iFSQDiTPipeline(DiffusionPipeline):
         vae: :class:`iFSQAutoencoder`; its ``scaling_factor``/``shift_factor`` map its latents to the diffusion
             space (``x = (z - shift) * scale``). Sampled latents are decoded as they are, without snapping them
             to the FSQ grid, like the official code.
-        scheduler: ``FlowMatchEulerDiscreteScheduler`` (keep ``shift=1``; use ``timestep_shift`` instead).
+        scheduler: ``FlowMatchEulerDiscreteScheduler`` (default: a fresh one; keep ``shift=1`` and use
+            ``timestep_shift`` instead).
         id2label: optional ``{class_id: "name, synonym, ..."}`` so classes can be asked for by name.
 
     Load from a folder or a Hub repo id with ``iFSQDiTPipeline.from_pretrained`` (not the generic
@@ -43,15 +45,19 @@ class iFSQDiTPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer->vae"
+    # Optional in the signature (a fresh FlowMatchEulerDiscreteScheduler by default) but still saved and loaded.
+    _optional_components: ClassVar[list[str]] = ["scheduler"]
 
     def __init__(
         self,
         transformer: LightningDiTTransformer2DModel,
         vae: iFSQAutoencoder,
-        scheduler: FlowMatchEulerDiscreteScheduler,
-        id2label: dict[int, str] | None = None,
+        scheduler: FlowMatchEulerDiscreteScheduler | None = None,
+        id2label: dict | None = None,
     ):
         super().__init__()
+        if scheduler is None:
+            scheduler = FlowMatchEulerDiscreteScheduler()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
         if id2label is not None:
             id2label = {int(k): str(v) for k, v in id2label.items()}  # JSON round trips make keys strings
@@ -82,6 +88,8 @@ class iFSQDiTPipeline(DiffusionPipeline):
                 if key in kwargs
             }
             path = snapshot_download(path, **download_kwargs)
+        if "scheduler" not in kwargs and not os.path.isfile(os.path.join(path, "scheduler", "scheduler_config.json")):
+            kwargs["scheduler"] = FlowMatchEulerDiscreteScheduler()  # folders saved without one use the default
         return super().from_pretrained(path, **kwargs)
 
     # ------------------------------------------------------------------ helpers

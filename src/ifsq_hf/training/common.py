@@ -128,8 +128,8 @@ def add_image_dataset_args(parser: argparse.ArgumentParser, *, resolution: int) 
     )
     g.add_argument("--train_data_dir", type=str, default=None, help="Local folder of images (imagefolder).")
     g.add_argument("--dataset_config_name", type=str, default=None)
-    g.add_argument("--image_column", type=str, default="image")
-    g.add_argument("--label_column", type=str, default="label")
+    g.add_argument("--image_column", type=str, default=None, help="Default: the first Image feature.")
+    g.add_argument("--label_column", type=str, default=None, help="Default: the first ClassLabel feature.")
     g.add_argument("--streaming", action="store_true", help="Stream the dataset (large sets).")
     g.add_argument("--resolution", type=int, default=resolution)
     g.add_argument("--center_crop", action="store_true", help="Center crop instead of random crop.")
@@ -139,6 +139,18 @@ def add_image_dataset_args(parser: argparse.ArgumentParser, *, resolution: int) 
         type=int,
         default=4096,
         help="Crops per epoch when training on the bundled photos (no --dataset_name/--train_data_dir).",
+    )
+    g.add_argument(
+        "--bundled_split",
+        choices=["train", "test", "all"],
+        default=None,
+        help="Bundled photos: which photos to use (default: the 10 training photos; 'all' for generators).",
+    )
+    g.add_argument(
+        "--bundled_photo_size",
+        type=int,
+        default=None,
+        help="Bundled photos: resize each photo's shorter side to this before cropping (more content per crop).",
     )
     return parser
 
@@ -155,22 +167,25 @@ def build_image_dataset(args: argparse.Namespace, split: str = "train", *, train
     if source is None:
         return BundledPhotoDataset(
             resolution=args.resolution,
-            split=split,
+            split=getattr(args, "bundled_split", None) or split,
             num_samples=args.num_bundled_samples if train else None,
             crops="random" if train else "grid",
             flip=bool(args.random_flip) and train,
             seed=args.seed,
+            photo_size=getattr(args, "bundled_photo_size", None),
         )
+    load_kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
     return load_image_dataset(
         source,
         split=split,
         resolution=args.resolution,
-        center_crop=args.center_crop or not train,
+        random_crop=train and not args.center_crop,
         random_flip=bool(args.random_flip) and train,
         image_column=args.image_column,
         label_column=args.label_column,
-        config_name=args.dataset_config_name,
         streaming=args.streaming,
+        seed=args.seed,
+        **load_kwargs,
     )
 
 
@@ -194,6 +209,9 @@ def make_dataloader_from_args(
         num_workers=args.dataloader_num_workers,
         collate_fn=collate_fn,
         drop_last=shuffle and not iterable,
+        # Its own generator: creating an iterator then draws from it, not from the global RNG, so a resumed run
+        # (which restores the global RNG from the checkpoint, then starts a fresh iterator) sees the same noise.
+        generator=torch.Generator().manual_seed(args.seed),
     )
 
 

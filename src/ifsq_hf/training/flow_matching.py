@@ -23,12 +23,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from diffusers.utils import BaseOutput
 
 __all__ = [
     "FlowMatchingLoss",
     "classifier_free_guidance",
     "flow_matching_loss",
     "interpolate",
+    "prepare_flow_matching_batch",
     "prepare_flow_matching_inputs",
     "sample_logit_normal_timesteps",
     "sample_ode",
@@ -125,9 +127,24 @@ def prepare_flow_matching_inputs(
     return interpolate(data, noise, t), t.to(data.device), velocity_target(data, noise)
 
 
+def prepare_flow_matching_batch(
+    data: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_t, target_velocity)`` for given times ``t`` (``(B,)``), drawing the noise unless given."""
+    if noise is None:
+        noise = torch.randn(data.shape, generator=generator, device=data.device, dtype=data.dtype)
+    return interpolate(data, noise, t), velocity_target(data, noise)
+
+
 @dataclass
-class FlowMatchingLoss:
-    """``loss = mse + cosine_weight * cosine`` (batch means); the terms are returned for logging."""
+class FlowMatchingLoss(BaseOutput):
+    """``loss = mse + cosine_weight * cosine`` (batch means); the terms are returned (detached) for logging.
+
+    Attribute or key access (``out.loss`` / ``out["loss"]``), like every diffusers output.
+    """
 
     loss: torch.Tensor
     mse: torch.Tensor

