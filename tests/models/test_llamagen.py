@@ -376,7 +376,7 @@ def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
         f"""
         import sys, torch
         sys.path.insert(0, {SRC!r})
-        import ifsq_hf.models.llamagen  # registers the Auto classes; no auto_map / trust_remote_code needed
+        import ifsq_hf  # registers the Auto classes; no auto_map / trust_remote_code needed
         from transformers import AutoModelForCausalLM
         m = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}).eval()
         assert type(m).__name__ == "LlamaGenForImageGeneration", type(m)
