@@ -236,7 +236,12 @@ def test_factorized_generation(fmodel):
         class_labels=labels, guidance_scale=2.0, do_sample=False, use_cache=False, batched_cfg=False
     )
     assert torch.equal(fast, slow)
+    assert torch.equal(fmodel.generate(class_labels=labels, guidance_scale=[2.0, 2.0], do_sample=False), fast)
+    mixed = fmodel.generate(class_labels=labels, guidance_scale=[2.0, 1.0], do_sample=False, return_sub_tokens=True)
+    with pytest.raises(ValueError, match="one scale per sub-token"):
+        fmodel.generate(class_labels=labels, guidance_scale=[2.0, 1.0, 3.0])
     sub = fmodel.generate(class_labels=labels, guidance_scale=2.0, do_sample=False, return_sub_tokens=True)
+    assert torch.equal(mixed[:, 0, 0], sub[:, 0, 0])  # sub-token 0 of the first position: same scale, same choice
     assert sub.shape == (2, 16, 2) and torch.equal(fmodel.model.merge_tokens(sub), fast)
     # Greedy sub-token decoding equals argmax of the teacher-forced factorized logits at each position.
     logits = fmodel(class_labels=labels, image_tokens=fast).logits
