@@ -395,6 +395,23 @@ def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), LlamaGenForImageGeneration)
 
 
+def test_eager_attention_matches_sdpa(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    eager = LlamaGenForImageGeneration.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert eager.config._attn_implementation == "eager" and model.config._attn_implementation == "sdpa"
+    labels = torch.tensor([1, 2])
+    tokens = torch.randint(0, 64, (2, 16))
+    torch.testing.assert_close(
+        eager(class_labels=labels, image_tokens=tokens).logits,
+        model(class_labels=labels, image_tokens=tokens).logits,
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    for impl in ("dynamic", "static"):
+        kw = {"guidance_scale": 2.0, "do_sample": False, "cache_implementation": impl}
+        assert torch.equal(eager.generate(class_labels=labels, **kw), model.generate(class_labels=labels, **kw))
+
+
 def test_training_checkpoint_loads_without_projector(model, tmp_path):
     model.save_pretrained(tmp_path)  # has the REPA projector
     config = LlamaGenConfig.from_pretrained(tmp_path)
