@@ -236,7 +236,12 @@ def test_factorized_generation(fmodel):
         class_labels=labels, guidance_scale=2.0, do_sample=False, use_cache=False, batched_cfg=False
     )
     assert torch.equal(fast, slow)
+    assert torch.equal(fmodel.generate(class_labels=labels, guidance_scale=[2.0, 2.0], do_sample=False), fast)
+    mixed = fmodel.generate(class_labels=labels, guidance_scale=[2.0, 1.0], do_sample=False, return_sub_tokens=True)
+    with pytest.raises(ValueError, match="one scale per sub-token"):
+        fmodel.generate(class_labels=labels, guidance_scale=[2.0, 1.0, 3.0])
     sub = fmodel.generate(class_labels=labels, guidance_scale=2.0, do_sample=False, return_sub_tokens=True)
+    assert torch.equal(mixed[:, 0, 0], sub[:, 0, 0])  # sub-token 0 of the first position: same scale, same choice
     assert sub.shape == (2, 16, 2) and torch.equal(fmodel.model.merge_tokens(sub), fast)
     # Greedy sub-token decoding equals argmax of the teacher-forced factorized logits at each position.
     logits = fmodel(class_labels=labels, image_tokens=fast).logits
@@ -376,7 +381,7 @@ def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
         f"""
         import sys, torch
         sys.path.insert(0, {SRC!r})
-        import ifsq_hf.models.llamagen  # registers the Auto classes; no auto_map / trust_remote_code needed
+        import ifsq_hf  # registers the Auto classes; no auto_map / trust_remote_code needed
         from transformers import AutoModelForCausalLM
         m = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}).eval()
         assert type(m).__name__ == "LlamaGenForImageGeneration", type(m)
@@ -388,6 +393,23 @@ def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), LlamaGenForImageGeneration)
+
+
+def test_eager_attention_matches_sdpa(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    eager = LlamaGenForImageGeneration.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert eager.config._attn_implementation == "eager" and model.config._attn_implementation == "sdpa"
+    labels = torch.tensor([1, 2])
+    tokens = torch.randint(0, 64, (2, 16))
+    torch.testing.assert_close(
+        eager(class_labels=labels, image_tokens=tokens).logits,
+        model(class_labels=labels, image_tokens=tokens).logits,
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    for impl in ("dynamic", "static"):
+        kw = {"guidance_scale": 2.0, "do_sample": False, "cache_implementation": impl}
+        assert torch.equal(eager.generate(class_labels=labels, **kw), model.generate(class_labels=labels, **kw))
 
 
 def test_training_checkpoint_loads_without_projector(model, tmp_path):
@@ -500,5 +522,7 @@ def test_bad_inputs_raise_clear_errors(model):
         model.generate()
     with pytest.raises(TypeError, match="unexpected generate"):
         model.generate(class_labels=torch.tensor([1]), max_new_tokens=3)
+    with pytest.raises(ValueError, match="guidance_interval must be"):
+        model.generate(class_labels=torch.tensor([1]), guidance_scale=2.0, guidance_interval=(0.5, 0.2))
     with pytest.raises(ValueError, match="cache_implementation"):
         model.generate(class_labels=torch.tensor([1]), cache_implementation="paged")

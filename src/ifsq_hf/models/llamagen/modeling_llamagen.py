@@ -667,7 +667,7 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
     def generate(
         self,
         class_labels: torch.Tensor | list[int] | None = None,
-        guidance_scale: float | None = None,
+        guidance_scale: float | list[float] | None = None,
         guidance_interval: tuple[float, float] | None = None,
         temperature: float | None = None,
         top_k: int | None = None,
@@ -688,7 +688,8 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
         Args:
             class_labels: `(B,)` class ids.
             guidance_scale: CFG scale `s` in logits space, `u + s (c - u)`, the null class being the unconditional
-                input; 1.0 disables guidance (no unconditional pass).
+                input; 1.0 disables guidance (no unconditional pass). Factorized models also take one scale per
+                sub-token (as the official group sampler).
             guidance_interval: `(start, end)` fractions of the token sequence where CFG applies (token n is guided
                 when `start <= n / N < end`); `None` = every token (upstream `cfg_interval=-1`).
             temperature, top_k, top_p: sampling filters applied after CFG (0 / 1.0 = off), as upstream.
@@ -728,7 +729,16 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             raise ValueError("generate() needs class_labels, e.g. model.generate(class_labels=torch.tensor([207])).")
         device = self.device
         class_labels = self.model.check_class_labels(torch.as_tensor(class_labels, device=device).reshape(-1))
-        use_cfg = guidance_scale is not None and guidance_scale != 1.0
+        k_sub = self.config.num_sub_tokens
+        if isinstance(guidance_scale, (list, tuple)):
+            if len(guidance_scale) != k_sub or k_sub == 1:
+                raise ValueError(
+                    f"a list guidance_scale needs one scale per sub-token ({k_sub}); got {list(guidance_scale)}."
+                )
+            scales = [float(x) for x in guidance_scale]
+        else:
+            scales = [float(guidance_scale)] * k_sub
+        use_cfg = any(x != 1.0 for x in scales)
         null = self.model.null_class_id
         if use_cfg and null is None:
             raise ValueError(
@@ -741,6 +751,11 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
         if generator is None and seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
         start, end = guidance_interval if guidance_interval is not None else (0.0, 1.0)
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(
+                f"guidance_interval must be (start, end) fractions of the token sequence with 0 <= start < end <= 1, "
+                f"got {guidance_interval}."
+            )
         n_tokens = self.config.num_image_tokens
         procs = self._sampling_processors(temperature, top_k, top_p) if do_sample else LogitsProcessorList()
         procs.extend(logits_processor or [])
@@ -788,7 +803,7 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             h_last = torch.cat(hs) if len(hs) > 1 else hs[0]
             if not factorized:
                 logits = self.lm_head(self.model.norm(h_last[:, None]))[:, 0].float()
-                out[:, n, 0] = pick(self._guided(logits, b, guidance_scale, active), n)
+                out[:, n, 0] = pick(self._guided(logits, b, scales[0], active), n)
                 continue
             # Sub-token by sub-token, CFG per sub-token; the unconditional rows see the same sampled sub-indices.
             rows = h_last.shape[0]
@@ -796,7 +811,7 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             for k, head in enumerate(self.lm_head):
                 hk = self.model.factorized_hidden(ctx)[:, -1]
                 logits = head(hk).float()
-                sub = pick(self._guided(logits, b, guidance_scale, active), n)
+                sub = pick(self._guided(logits, b, scales[k], active), n)
                 out[:, n, k] = sub
                 if k + 1 < len(sizes):
                     emb = self.model.embed_tokens[k](sub.repeat(rows // b))
