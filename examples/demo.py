@@ -8,11 +8,13 @@ photos train, 2 are held out. Stages, each a real run of the library's training 
 the same scripts run under ``accelerate launch`` on many GPUs):
 
 1. Train two tokenizers with the same architecture and the same bits (17 levels x 4 channels, f8): the iFSQ bound
-   ``2*sigmoid(1.6x)-1`` and vanilla FSQ ``tanh``. Evaluate both on held-out crops beside a bicubic
+   ``2*sigmoid(1.6x)-1`` and vanilla FSQ ``tanh``, with L1 + LPIPS (the GAN term of the full recipe starts after
+   tens of thousands of steps, beyond a CPU demo). Evaluate both on held-out crops beside a bicubic
    down/up-sampling baseline with the same downsampling factor, and print one table.
 2. Train a class-conditional DiT (flow matching + REPA) on the iFSQ tokenizer's continuous latents; the class is
    which photo a crop comes from. Save a sample grid and the ``iFSQDiTPipeline`` folder.
-3. Train LlamaGen-REPA on the same tokenizer's discrete indices; save a sample grid and the model folder.
+3. Train LlamaGen-REPA on the same tokenizer's discrete indices, with the official factorized head (two 289-code
+   sub-tokens per position instead of one 83,521-code token); save a sample grid and the model folder.
 
 The REPA encoder here is EfficientNet-Lite0 (real ImageNet weights that install offline), not DINOv2: online users
 pass ``--repa_encoder facebook/dinov2-base`` to the training scripts. Outputs: ``outputs/results.{json,md}``,
@@ -34,15 +36,22 @@ import torch
 
 EXAMPLES = Path(__file__).resolve().parent
 TOKENIZERS = {"ifsq": "iFSQ (2·sigmoid(1.6x)−1)", "fsq": "FSQ (tanh)"}
+# Photos are resized (shorter side) before cropping: the tokenizers see detail, the generators whole-ish scenes.
+PHOTO_SIZE_TOKENIZER, PHOTO_SIZE_GENERATORS = 256, 128
+# CPU-sized generators (~1 M parameters): a few minutes of training each on 2 cores.
+DIT_SIZE = {"num_layers": 4, "hidden_size": 128, "num_attention_heads": 4, "repa_depth": 2, "repa_hidden_dim": 256}
+LLAMAGEN_SIZE = {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4, "multiple_of": 32,
+                 "repa_projector_dim": 256}  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs")
-    parser.add_argument("--resolution", type=int, default=64, help="Crop size of the bundled photos.")
-    parser.add_argument("--tokenizer_steps", type=int, default=600)
-    parser.add_argument("--dit_steps", type=int, default=600)
-    parser.add_argument("--llamagen_steps", type=int, default=600)
+    parser.add_argument("--resolution", type=int, default=64, help="Crop size for evaluation and the generators.")
+    parser.add_argument("--tokenizer_resolution", type=int, default=32, help="Training crops of the tokenizers.")
+    parser.add_argument("--tokenizer_steps", type=int, default=350)
+    parser.add_argument("--dit_steps", type=int, default=350)
+    parser.add_argument("--llamagen_steps", type=int, default=400)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--repa_encoder", default="efficientnet-lite0", help="'none' skips REPA.")
     parser.add_argument("--stages", default="tokenizer,dit,llamagen", help="Comma-separated subset to run.")
@@ -60,9 +69,9 @@ def run_script(name: str, args: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def common_args(args, output: Path, steps: int) -> list:
+def common_args(args, output: Path, steps: int, resolution: int) -> list:
     return [
-        "--output_dir", output, "--resolution", args.resolution, "--train_batch_size", args.batch_size,
+        "--output_dir", output, "--resolution", resolution, "--train_batch_size", args.batch_size,
         "--max_train_steps", steps, "--checkpointing_steps", max(steps // 2, 1), "--checkpoints_total_limit", 1,
         "--validation_steps", steps, "--logging_steps", 10, "--seed", args.seed, "--random_flip",
     ]  # fmt: skip
@@ -79,13 +88,14 @@ def stage_tokenizers(args, out: Path) -> dict:
     for name in TOKENIZERS:
         timings[name] = run_script(
             "train_ifsq_autoencoder.py",
-            [*common_args(args, out / f"tokenizer_{name}", args.tokenizer_steps), "--preset", "tiny_f8_d4",
-             "--quantizer_bound", "ifsq" if name == "ifsq" else "tanh", "--learning_rate", 1e-3,
-             "--ema_decay", 0.99, "--num_validation_images", 32, "--disc_start", args.tokenizer_steps // 2,
-             "--perceptual_weight", 0.1],
+            [*common_args(args, out / f"tokenizer_{name}", args.tokenizer_steps, args.tokenizer_resolution),
+             "--preset", "tiny_f8_d4", "--quantizer_bound", "ifsq" if name == "ifsq" else "tanh",
+             "--learning_rate", 1e-3, "--ema_decay", 0.99, "--num_validation_images", 32,
+             "--bundled_photo_size", PHOTO_SIZE_TOKENIZER, "--perceptual_net", "alex", "--perceptual_weight", 0.1,
+             "--disc_start", args.tokenizer_steps + 1],
         )  # fmt: skip
 
-    test = BundledPhotoDataset(resolution=args.resolution, split="test", crops="grid")
+    test = BundledPhotoDataset(resolution=args.resolution, split="test", crops="grid", photo_size=PHOTO_SIZE_TOKENIZER)
     loader = torch.utils.data.DataLoader(test, batch_size=32, collate_fn=collate_images)
     lpips = LPIPS(net="alex")
     rows, grids = {}, []
@@ -111,9 +121,9 @@ def stage_tokenizers(args, out: Path) -> dict:
 def stage_dit(args, out: Path) -> dict:
     seconds = run_script(
         "train_dit.py",
-        [*common_args(args, out / "dit", args.dit_steps), "--vae_model_name_or_path", out / "tokenizer_ifsq",
-         "--preset", "tiny", "--repa_encoder", args.repa_encoder, "--learning_rate", 1e-3, "--ema_decay", 0.99,
-         "--num_validation_classes", 12, "--bundled_split", "all", "--bundled_photo_size", 128, "--num_validation_images_per_class", 6,
+        [*common_args(args, out / "dit", args.dit_steps, args.resolution), "--vae_model_name_or_path",
+         out / "tokenizer_ifsq", "--preset", "tiny", "--preset_overrides", json.dumps(DIT_SIZE), "--repa_encoder", args.repa_encoder, "--learning_rate", 1e-3, "--ema_decay", 0.99,
+         "--num_validation_classes", 12, "--bundled_split", "all", "--bundled_photo_size", PHOTO_SIZE_GENERATORS, "--num_validation_images_per_class", 6,
          "--validation_inference_steps", 25, "--validation_guidance_scale", 2.0],
     )  # fmt: skip
     grid = max((out / "dit" / "validation").glob("samples-*.png"))
@@ -125,9 +135,10 @@ def stage_dit(args, out: Path) -> dict:
 def stage_llamagen(args, out: Path) -> dict:
     seconds = run_script(
         "train_llamagen_repa.py",
-        [*common_args(args, out / "llamagen", args.llamagen_steps), "--tokenizer", out / "tokenizer_ifsq",
-         "--preset", "tiny", "--repa_encoder", args.repa_encoder, "--learning_rate", 1e-3, "--ema_decay", 0.99,
-         "--adam_weight_decay", 0.0, "--num_validation_classes", 12, "--bundled_split", "all", "--bundled_photo_size", 128, "--num_validation_images_per_class", 6,
+        [*common_args(args, out / "llamagen", args.llamagen_steps, args.resolution), "--tokenizer",
+         out / "tokenizer_ifsq", "--preset", "tiny", "--preset_overrides", json.dumps(LLAMAGEN_SIZE),
+         "--factorized_groups", 2, "--repa_encoder", args.repa_encoder, "--learning_rate", 1e-3, "--ema_decay", 0.99,
+         "--adam_weight_decay", 0.0, "--num_validation_classes", 12, "--bundled_split", "all", "--bundled_photo_size", PHOTO_SIZE_GENERATORS, "--num_validation_images_per_class", 6,
          "--validation_guidance_scale", 2.0],
     )  # fmt: skip
     grid = max((out / "llamagen" / "validation").glob("samples-*.png"))

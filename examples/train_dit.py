@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--vae_subfolder", default=None)
     g.add_argument("--preset", default="B", help="Transformer preset: tiny, S, B, L, XL.")
     g.add_argument("--model_config", default=None, help="JSON file of transformer config (overrides --preset).")
+    g.add_argument(
+        "--preset_overrides",
+        type=json.loads,
+        default={},
+        help='JSON dict of config values changed on top of --preset, e.g. \'{"hidden_size": 128, "num_layers": 4}\'.',
+    )
     g.add_argument("--patch_size", type=int, default=None, help="Override the preset's patch size (1 or 2).")
     g.add_argument("--latents_dataset", default=None, help="Folder written by examples/extract_latents.py.")
 
@@ -115,6 +121,7 @@ def build_transformer(args, vae, latent_size: int, num_classes: int, repa_dim: i
         "num_classes": num_classes,
         "repa_feature_dim": repa_dim,
     }
+    overrides = {**args.preset_overrides, **overrides}
     if args.repa_depth is not None:
         overrides["repa_depth"] = args.repa_depth
     if args.patch_size is not None:

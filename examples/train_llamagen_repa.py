@@ -16,6 +16,7 @@ output folder's ``tokenizer/`` subfolder, so the result samples images on its ow
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -58,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--tokenizer_subfolder", default=None)
     g.add_argument("--preset", default="B", help="LlamaGen preset: tiny, B, L, XL, XXL, 3B.")
     g.add_argument("--config", default=None, help="LlamaGen config.json (overrides --preset).")
+    g.add_argument(
+        "--preset_overrides",
+        type=json.loads,
+        default={},
+        help="JSON dict of config values changed on top of --preset, e.g. '{\"hidden_size\": 128}'.",
+    )
     g.add_argument("--factorized_groups", type=int, default=1, help="Sub-indices per position (1 = one codebook).")
     g.add_argument("--tokens_dataset", default=None, help="Folder written by examples/extract_tokens.py.")
 
@@ -124,6 +131,7 @@ def token_vocabulary(tokenizer, groups: int) -> tuple[dict, FiniteScalarQuantize
 
 def build_model(args, vocabulary: dict, grid_size: int, id2label: dict, repa_dim: int | None):
     overrides = {
+        **args.preset_overrides,
         **vocabulary,
         "num_classes": len(id2label),
         "image_token_size": grid_size,
