@@ -49,9 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs")
     parser.add_argument("--resolution", type=int, default=64, help="Crop size for evaluation and the generators.")
     parser.add_argument("--tokenizer_resolution", type=int, default=32, help="Training crops of the tokenizers.")
-    parser.add_argument("--tokenizer_steps", type=int, default=350)
-    parser.add_argument("--dit_steps", type=int, default=350)
-    parser.add_argument("--llamagen_steps", type=int, default=400)
+    parser.add_argument("--tokenizer_steps", type=int, default=1200)
+    parser.add_argument("--dit_steps", type=int, default=600)
+    parser.add_argument("--llamagen_steps", type=int, default=600)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--repa_encoder", default="efficientnet-lite0", help="'none' skips REPA.")
     parser.add_argument("--stages", default="tokenizer,dit,llamagen", help="Comma-separated subset to run.")
@@ -69,11 +69,11 @@ def run_script(name: str, args: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def common_args(args, output: Path, steps: int, resolution: int) -> list:
+def common_args(args, output: Path, steps: int, resolution: int, validation_steps: int | None = None) -> list:
     return [
         "--output_dir", output, "--resolution", resolution, "--train_batch_size", args.batch_size,
         "--max_train_steps", steps, "--checkpointing_steps", max(steps // 2, 1), "--checkpoints_total_limit", 1,
-        "--validation_steps", steps, "--logging_steps", 10, "--seed", args.seed, "--random_flip",
+        "--validation_steps", validation_steps or steps, "--logging_steps", 10, "--seed", args.seed, "--random_flip",
     ]  # fmt: skip
 
 
@@ -88,9 +88,11 @@ def stage_tokenizers(args, out: Path) -> dict:
     for name in TOKENIZERS:
         timings[name] = run_script(
             "train_ifsq_autoencoder.py",
-            [*common_args(args, out / f"tokenizer_{name}", args.tokenizer_steps, args.tokenizer_resolution),
+            [*common_args(args, out / f"tokenizer_{name}", args.tokenizer_steps, args.tokenizer_resolution,
+                          validation_steps=args.tokenizer_steps // 4),
              "--preset", "tiny_f8_d4", "--quantizer_bound", "ifsq" if name == "ifsq" else "tanh",
-             "--learning_rate", 1e-3, "--ema_decay", 0.99, "--num_validation_images", 32,
+             "--learning_rate", 1e-3, "--lr_scheduler", "cosine", "--lr_warmup_steps", 50, "--ema_decay", 0.99,
+             "--num_validation_images", 32,
              "--bundled_photo_size", PHOTO_SIZE_TOKENIZER, "--perceptual_net", "alex", "--perceptual_weight", 0.1,
              "--disc_start", args.tokenizer_steps + 1],
         )  # fmt: skip
