@@ -16,7 +16,7 @@ from accelerate import PartialState
 
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 from ifsq_hf.models.llamagen import LlamaGenForImageGeneration
-from ifsq_hf.training.sampling import add_sampling_args, resolve_class_ids, sample_per_class
+from ifsq_hf.training.sampling import add_sampling_args, resolve_class_ids, run_sampling
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,17 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             output_type="pil",
         )
 
-    npz = sample_per_class(
-        generate,
-        class_ids,
-        args.num_images_per_class,
-        args.output_dir,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        write_npz=not args.no_npz,
-    )
-    if npz is not None:
-        print(f"wrote {npz}")
+    run_sampling(generate, class_ids, args)
 
 
 if __name__ == "__main__":

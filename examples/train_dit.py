@@ -17,72 +17,67 @@ photos: which photo a crop comes from). Validation saves sample grids of the EMA
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from ifsq_hf.hub import finish_run
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel
 from ifsq_hf.pipelines.pipeline_ifsq_dit import iFSQDiTPipeline
-from ifsq_hf.training.checkpointing import save_checkpoint
 from ifsq_hf.training.common import (
     add_common_training_args,
     add_image_dataset_args,
+    apply_gradients,
     batch_stream,
     batches_per_epoch,
-    build_image_dataset,
     count_parameters,
     create_accelerator,
+    create_lr_scheduler,
     init_trackers,
+    learning_rate,
     make_dataloader_from_args,
+    on_optimizer_step,
     resume_if_requested,
     validate_common_args,
-    validation_class_labels,
 )
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.flow_matching import flow_matching_loss, prepare_flow_matching_inputs
-from ifsq_hf.training.images import log_image_grid, make_image_grid
-from ifsq_hf.training.precompute import PrecomputedLatentDataset
-from ifsq_hf.training.repa import load_repa_encoder, repa_projection_loss
+from ifsq_hf.training.generators import (
+    add_generator_args,
+    load_class_conditional_data,
+    preset_config,
+    save_sample_grid,
+    setup_repa_encoder,
+    token_grid_size,
+)
+from ifsq_hf.training.repa import repa_projection_loss
 
 logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = parser.add_argument_group("model")
+    g = parser.add_argument_group("tokenizer and flow matching")
     g.add_argument("--vae_model_name_or_path", required=True, help="Saved iFSQAutoencoder folder or Hub id.")
     g.add_argument("--vae_subfolder", default=None)
-    g.add_argument("--preset", default="B", help="Transformer preset: tiny, S, B, L, XL.")
-    g.add_argument("--model_config", default=None, help="JSON file of transformer config (overrides --preset).")
-    g.add_argument(
-        "--preset_overrides",
-        type=json.loads,
-        default={},
-        help='JSON dict of config values changed on top of --preset, e.g. \'{"hidden_size": 128, "num_layers": 4}\'.',
-    )
     g.add_argument("--patch_size", type=int, default=None, help="Override the preset's patch size (1 or 2).")
-    g.add_argument("--latents_dataset", default=None, help="Folder written by examples/extract_latents.py.")
-
-    g = parser.add_argument_group("loss")
     g.add_argument("--cosine_loss_weight", type=float, default=1.0, help="Weight of the velocity cosine term.")
     g.add_argument("--logit_normal_mean", type=float, default=0.0)
     g.add_argument("--logit_normal_std", type=float, default=1.0)
-    g.add_argument("--repa_encoder", default="facebook/dinov2-base", help="Hub id/path, efficientnet-lite0, none.")
-    g.add_argument("--repa_coefficient", type=float, default=0.5)
-    g.add_argument("--repa_depth", type=int, default=None, help="Block whose output is aligned (preset default).")
-
-    g = parser.add_argument_group("validation")
-    g.add_argument("--num_validation_classes", type=int, default=8)
-    g.add_argument("--num_validation_images_per_class", type=int, default=4)
     g.add_argument("--validation_inference_steps", type=int, default=50)
-    g.add_argument("--validation_guidance_scale", type=float, default=4.0)
+    add_generator_args(
+        parser,
+        default_preset="B",
+        presets="tiny, S, B, L, XL",
+        precomputed_flag="--latents_dataset",
+        precomputed_script="extract_latents.py",
+        repa_coefficient=0.5,
+        repa_depth_help="Block whose output is aligned (preset default).",
+        guidance_scale=4.0,
+    )
     add_common_training_args(
         parser,
         learning_rate=2e-4,
@@ -99,64 +94,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_data(args: argparse.Namespace):
-    """(dataset, id2label, repa feature source): precomputed latents or images encoded online."""
-    if args.latents_dataset:
-        dataset = PrecomputedLatentDataset(args.latents_dataset, kind="latents", random_flip=True, seed=args.seed)
-        return dataset, dataset.id2label
-    dataset = build_image_dataset(args, "train")
-    id2label = getattr(dataset, "id2label", None)
-    if not id2label:
-        raise ValueError(
-            "the training data has no class labels (id2label); use an image folder with one sub-folder per class, "
-            "a Hub dataset with a ClassLabel column (--label_column), or the bundled photos."
-        )
-    return dataset, id2label
-
-
 def build_transformer(args, vae, latent_size: int, num_classes: int, repa_dim: int | None):
-    overrides = {
+    data = {
         "sample_size": latent_size,
         "in_channels": vae.config.latent_channels,
         "num_classes": num_classes,
         "repa_feature_dim": repa_dim,
     }
-    overrides = {**args.preset_overrides, **overrides}
-    if args.repa_depth is not None:
-        overrides["repa_depth"] = args.repa_depth
     if args.patch_size is not None:
-        overrides["patch_size"] = args.patch_size
+        data["patch_size"] = args.patch_size
+    config = preset_config(args, data)
     if args.model_config:
-        config = json.loads(Path(args.model_config).read_text())
-        config.update(overrides)
         return LightningDiTTransformer2DModel.from_config(config)
-    return LightningDiTTransformer2DModel.from_preset(args.preset, **overrides)
+    return LightningDiTTransformer2DModel.from_preset(args.preset, **config)
+
+
+def make_pipeline(transformer, vae, id2label) -> iFSQDiTPipeline:
+    return iFSQDiTPipeline(
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
+    )
 
 
 @torch.no_grad()
 def log_validation(accelerator, transformer, vae, id2label, args, step: int):
-    pipe = iFSQDiTPipeline(
-        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
-    )
+    pipe = make_pipeline(transformer, vae, id2label)
     pipe.set_progress_bar_config(disable=True)
-    classes = validation_class_labels(id2label, args.num_validation_classes)
-    labels = [c for c in classes for _ in range(args.num_validation_images_per_class)]
-    generator = torch.Generator(device="cpu").manual_seed(args.seed)
-    images = pipe(
-        class_labels=labels,
-        num_inference_steps=args.validation_inference_steps,
-        guidance_scale=args.validation_guidance_scale,
-        generator=generator,
-        output_type="pil",
-    ).images
-    grid = make_image_grid(
-        images, nrow=args.num_validation_images_per_class, row_labels=[str(id2label[c]) for c in classes]
-    )
-    out = Path(args.output_dir) / "validation"
-    out.mkdir(parents=True, exist_ok=True)
-    grid.save(out / f"samples-{step:06d}.png")
-    log_image_grid(accelerator, "val/samples", grid, step)
-    return grid
+
+    def generate(labels, generator):
+        return pipe(
+            class_labels=labels,
+            num_inference_steps=args.validation_inference_steps,
+            guidance_scale=args.validation_guidance_scale,
+            generator=generator,
+        ).images
+
+    return save_sample_grid(accelerator, generate, id2label, args, step)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -164,51 +136,22 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = create_accelerator(args)
     vae = iFSQAutoencoder.from_pretrained(args.vae_model_name_or_path, subfolder=args.vae_subfolder)
     vae.requires_grad_(False).eval().to(accelerator.device)
-    dataset, id2label = load_data(args)
-
-    repa_encoder, repa_dim = None, None
-    use_repa = args.repa_encoder.lower() != "none" and args.repa_coefficient > 0
-    if use_repa and isinstance(dataset, PrecomputedLatentDataset):
-        if not dataset.has_repa_features:
-            raise ValueError(
-                f"{args.latents_dataset} holds no REPA features; re-run extract_latents.py with --repa_encoder, "
-                "or train with --repa_encoder none."
-            )
-        repa_dim = dataset.metadata["repa_feature_dim"]
-    elif use_repa:
-        repa_encoder = load_repa_encoder(args.repa_encoder).to(accelerator.device).eval().requires_grad_(False)
-        repa_dim = repa_encoder.feature_dim
-
-    if isinstance(dataset, PrecomputedLatentDataset):
-        latent_size = dataset.metadata["latent_shape"][-1]
-    else:
-        if args.resolution % vae.downsample_factor:
-            raise ValueError(
-                f"--resolution {args.resolution} is not a multiple of the tokenizer's downsampling factor "
-                f"{vae.downsample_factor}."
-            )
-        latent_size = args.resolution // vae.downsample_factor
-    transformer = build_transformer(args, vae, latent_size, len(id2label), repa_dim)
+    dataset, id2label = load_class_conditional_data(args, args.latents_dataset, "latents")
+    repa_encoder, repa_dim = setup_repa_encoder(args, dataset, accelerator.device)
+    use_repa = repa_dim is not None
+    transformer = build_transformer(args, vae, token_grid_size(args, dataset, vae), len(id2label), repa_dim)
     if args.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     logger.info("transformer: %s parameters", f"{count_parameters(transformer):,}")
 
-    lr = args.learning_rate
-    if args.scale_lr:
-        lr *= args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     optimizer = torch.optim.AdamW(
         transformer.parameters(),
-        lr=lr,
+        lr=learning_rate(args, accelerator),
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
         eps=args.adam_epsilon,
     )
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    )
+    lr_scheduler = create_lr_scheduler(args, optimizer, accelerator)
     train_loader = make_dataloader_from_args(dataset, args, shuffle=True)
     transformer, optimizer, train_loader, lr_scheduler = accelerator.prepare(
         transformer, optimizer, train_loader, lr_scheduler
@@ -221,7 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
     state = resume_if_requested(accelerator, args)
     init_trackers(accelerator, args, "train_dit")
 
-    loss = None
+    def validate(step: int):
+        return log_validation(accelerator, ema.model if ema else unwrapped, vae, id2label, args, step)
+
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     num_batches = batches_per_epoch(train_loader)
     progress = tqdm(
@@ -237,8 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         with accelerator.accumulate(transformer):
             with torch.no_grad():
                 if "latents" in batch:
-                    latents = batch["latents"]
-                    features = batch.get("repa_features")
+                    latents, features = batch["latents"], batch.get("repa_features")
                 else:
                     pixels = batch["pixel_values"]
                     latents = vae.encode(pixels.float()).latent
@@ -255,38 +199,23 @@ def main(argv: list[str] | None = None) -> dict:
                 repa = repa_projection_loss(out.repa_features, features)
                 loss = loss + args.repa_coefficient * repa
                 logs["train/repa"] = float(repa.detach())
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and args.max_grad_norm:
-                accelerator.clip_grad_norm_(transformer.parameters(), args.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            apply_gradients(accelerator, loss, transformer.parameters(), optimizer, lr_scheduler, args.max_grad_norm)
 
         if not accelerator.sync_gradients:
             continue
         state.advance(epoch, batch_index, args.gradient_accumulation_steps, num_batches)
         if ema is not None:
             ema.step(unwrapped)
-        progress.update(1)
-        if state.global_step % args.logging_steps == 0 or state.global_step == 1:
-            logs.update({"train/loss": float(loss.detach()), "train/lr": lr_scheduler.get_last_lr()[0]})
-            accelerator.log(logs, step=state.global_step)
-            progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        if state.global_step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
-        if args.validation_steps and state.global_step % args.validation_steps == 0 and accelerator.is_main_process:
-            log_validation(accelerator, ema.model if ema else unwrapped, vae, id2label, args, state.global_step)
+        logs["train/lr"] = lr_scheduler.get_last_lr()[0]
+        on_optimizer_step(accelerator, args, state, progress, loss, logs, validate)
     progress.close()
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = ema.model if ema is not None else unwrapped
-        pipeline = iFSQDiTPipeline(
-            transformer=final, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
-        )
-        pipeline.save_pretrained(args.output_dir)
-        if args.validation_steps:
-            log_validation(accelerator, final, vae, id2label, args, state.global_step)
+        make_pipeline(final, vae, id2label).save_pretrained(args.output_dir)
+        if args.validation_steps and state.global_step % args.validation_steps:
+            validate(state.global_step)  # the last grid, unless the loop just made it
         finish_run(args.output_dir, args, None)
     accelerator.end_training()
     return {"global_step": state.global_step}

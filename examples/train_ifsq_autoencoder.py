@@ -22,7 +22,6 @@ import math
 from pathlib import Path
 
 import torch
-from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from ifsq_hf.evaluation import evaluate_tokenizer, reconstruction_grid
@@ -30,18 +29,21 @@ from ifsq_hf.hub import finish_run
 from ifsq_hf.metrics import LPIPS
 from ifsq_hf.models.autoencoder_ifsq import PRESETS, iFSQAutoencoder
 from ifsq_hf.quantization import levels_from_bits, utilization_stats
-from ifsq_hf.training.checkpointing import save_checkpoint
 from ifsq_hf.training.common import (
     add_common_training_args,
     add_image_dataset_args,
     all_reduce_gradients,
+    apply_gradients,
     batch_stream,
     batches_per_epoch,
     build_image_dataset,
     count_parameters,
     create_accelerator,
+    create_lr_scheduler,
     init_trackers,
+    learning_rate,
     make_dataloader_from_args,
+    on_optimizer_step,
     resume_if_requested,
     validate_common_args,
 )
@@ -156,9 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     logger.info("tokenizer: %s parameters, codebook %d", f"{count_parameters(model):,}", model.codebook_size)
 
-    lr = args.learning_rate
-    if args.scale_lr:
-        lr *= args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    lr = learning_rate(args, accelerator)
     betas = (args.adam_beta1, args.adam_beta2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=args.adam_weight_decay)
     disc_optimizer = torch.optim.AdamW(
@@ -167,12 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         betas=betas,
         weight_decay=args.adam_weight_decay,
     )
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    )
+    lr_scheduler = create_lr_scheduler(args, optimizer, accelerator)
 
     train_loader = make_dataloader_from_args(build_image_dataset(args, "train"), args, shuffle=True)
     val_loader = make_dataloader_from_args(build_image_dataset(args, "test", train=False), args, shuffle=False)
@@ -217,12 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
             g_loss, logs = loss_fn.generator_loss(
                 x, out.sample, state.global_step, last_layer=unwrapped.get_last_layer()
             )
-            accelerator.backward(g_loss)
-            if accelerator.sync_gradients and args.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            apply_gradients(accelerator, g_loss, model.parameters(), optimizer, lr_scheduler, args.max_grad_norm)
 
             if state.global_step >= args.disc_start:
                 d_loss, d_logs = loss_fn.discriminator_loss(x, out.sample.detach(), state.global_step)
@@ -240,18 +230,22 @@ def main(argv: list[str] | None = None) -> dict:
         state.advance(epoch, batch_index, args.gradient_accumulation_steps, num_batches)
         if ema is not None:
             ema.step(unwrapped)
-        progress.update(1)
-        if state.global_step % args.logging_steps == 0 or state.global_step == 1:
-            stats = utilization_stats(unwrapped.quantizer, out.indices.detach())
+
+        def step_logs(logs=logs, indices=out.indices.detach()) -> dict:  # utilization only on logging steps
             scalars = {k: float(v) for k, v in logs.items()}
-            scalars.update(stats.as_log_dict("train/quantizer/"))
+            scalars.update(utilization_stats(unwrapped.quantizer, indices).as_log_dict("train/quantizer/"))
             scalars["train/lr"] = lr_scheduler.get_last_lr()[0]
-            accelerator.log(scalars, step=state.global_step)
-            progress.set_postfix(loss=f"{float(g_loss.detach()):.4f}")
-        if state.global_step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
-        if args.validation_steps and state.global_step % args.validation_steps == 0 and accelerator.is_main_process:
-            validate(accelerator, model, ema, val_loader, lpips_model, args, state.global_step)
+            return scalars
+
+        on_optimizer_step(
+            accelerator,
+            args,
+            state,
+            progress,
+            g_loss,
+            step_logs,
+            lambda step: validate(accelerator, model, ema, val_loader, lpips_model, args, step),
+        )
     progress.close()
 
     accelerator.wait_for_everyone()

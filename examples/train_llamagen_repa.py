@@ -16,68 +16,64 @@ output folder's ``tokenizer/`` subfolder, so the result samples images on its ow
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import torch
-from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from ifsq_hf.hub import finish_run
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 from ifsq_hf.models.llamagen import LlamaGenConfig, LlamaGenForImageGeneration
 from ifsq_hf.quantization import FiniteScalarQuantizer
-from ifsq_hf.training.checkpointing import save_checkpoint
 from ifsq_hf.training.common import (
     add_common_training_args,
     add_image_dataset_args,
+    apply_gradients,
     batch_stream,
     batches_per_epoch,
-    build_image_dataset,
     count_parameters,
     create_accelerator,
+    create_lr_scheduler,
     init_trackers,
+    learning_rate,
     make_dataloader_from_args,
+    on_optimizer_step,
     resume_if_requested,
     validate_common_args,
-    validation_class_labels,
     weight_decay_param_groups,
 )
 from ifsq_hf.training.ema import ExponentialMovingAverage
-from ifsq_hf.training.images import log_image_grid, make_image_grid
-from ifsq_hf.training.precompute import PrecomputedLatentDataset
-from ifsq_hf.training.repa import load_repa_encoder, repa_projection_loss
+from ifsq_hf.training.generators import (
+    add_generator_args,
+    load_class_conditional_data,
+    preset_config,
+    save_sample_grid,
+    setup_repa_encoder,
+    token_grid_size,
+)
+from ifsq_hf.training.repa import repa_projection_loss
 
 logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = parser.add_argument_group("model")
+    g = parser.add_argument_group("tokenizer and tokens")
     g.add_argument("--tokenizer", required=True, help="Saved iFSQAutoencoder folder or Hub id.")
     g.add_argument("--tokenizer_subfolder", default=None)
-    g.add_argument("--preset", default="B", help="LlamaGen preset: tiny, B, L, XL, XXL, 3B.")
-    g.add_argument("--config", default=None, help="LlamaGen config.json (overrides --preset).")
-    g.add_argument(
-        "--preset_overrides",
-        type=json.loads,
-        default={},
-        help="JSON dict of config values changed on top of --preset, e.g. '{\"hidden_size\": 128}'.",
-    )
     g.add_argument("--factorized_groups", type=int, default=1, help="Sub-indices per position (1 = one codebook).")
-    g.add_argument("--tokens_dataset", default=None, help="Folder written by examples/extract_tokens.py.")
-
-    g = parser.add_argument_group("loss")
-    g.add_argument("--repa_encoder", default="facebook/dinov2-base", help="Hub id/path, efficientnet-lite0, none.")
-    g.add_argument("--repa_coefficient", type=float, default=2.0)
-    g.add_argument("--repa_depth", type=int, default=None, help="Layer whose output is aligned (default depth/3).")
-
-    g = parser.add_argument_group("validation")
-    g.add_argument("--num_validation_classes", type=int, default=8)
-    g.add_argument("--num_validation_images_per_class", type=int, default=4)
-    g.add_argument("--validation_guidance_scale", type=float, default=2.0)
     g.add_argument("--validation_top_k", type=int, default=0, help="0 keeps the full distribution.")
+    add_generator_args(
+        parser,
+        default_preset="B",
+        presets="tiny, B, L, XL, XXL, 3B",
+        precomputed_flag="--tokens_dataset",
+        precomputed_script="extract_tokens.py",
+        repa_coefficient=2.0,
+        repa_depth_help="Layer whose output is aligned (default depth // 3).",
+        guidance_scale=2.0,
+    )
     add_common_training_args(
         parser,
         learning_rate=1e-4,
@@ -97,20 +93,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_data(args: argparse.Namespace):
-    if args.tokens_dataset:
-        dataset = PrecomputedLatentDataset(args.tokens_dataset, kind="image_tokens", random_flip=True, seed=args.seed)
-        return dataset, dataset.id2label
-    dataset = build_image_dataset(args, "train")
-    id2label = getattr(dataset, "id2label", None)
-    if not id2label:
-        raise ValueError(
-            "the training data has no class labels (id2label); use an image folder with one sub-folder per class, "
-            "a Hub dataset with a ClassLabel column (--label_column), or the bundled photos."
-        )
-    return dataset, id2label
-
-
 def token_vocabulary(tokenizer, groups: int) -> tuple[dict, FiniteScalarQuantizer]:
     """LlamaGen vocabulary for the tokenizer, and the quantizer that splits its indices into ``groups`` sub-indices
     (the official ``factorized_bits``: 4 channels x 17 levels in 2 groups -> two 289-code sub-vocabularies)."""
@@ -124,28 +106,20 @@ def token_vocabulary(tokenizer, groups: int) -> tuple[dict, FiniteScalarQuantize
     splitter = FiniteScalarQuantizer(
         levels, bound=source.bound, alpha=source.alpha, factorized_dims=[len(levels) // groups] * groups
     )
-    if groups == 1:
-        return {"vocab_size": splitter.codebook_size, "factorized_vocab_sizes": None}, splitter
-    return {"vocab_size": splitter.codebook_size, "factorized_vocab_sizes": splitter.group_sizes}, splitter
+    sizes = splitter.group_sizes if groups > 1 else None
+    return {"vocab_size": splitter.codebook_size, "factorized_vocab_sizes": sizes}, splitter
 
 
 def build_model(args, vocabulary: dict, grid_size: int, id2label: dict, repa_dim: int | None):
-    overrides = {
-        **args.preset_overrides,
+    data = {
         **vocabulary,
         "num_classes": len(id2label),
         "image_token_size": grid_size,
         "repa_feature_dim": repa_dim,
         "id2label": {int(k): str(v) for k, v in id2label.items()},
     }
-    if args.repa_depth is not None:
-        overrides["repa_depth"] = args.repa_depth
-    if args.config:
-        config = LlamaGenConfig.from_json_file(args.config)
-        for key, value in overrides.items():
-            setattr(config, key, value)
-    else:
-        config = LlamaGenConfig.from_preset(args.preset, **overrides)
+    config = preset_config(args, data)
+    config = LlamaGenConfig(**config) if args.model_config else LlamaGenConfig.from_preset(args.preset, **config)
     return LlamaGenForImageGeneration(config)
 
 
@@ -158,25 +132,17 @@ def image_tokens(splitter: FiniteScalarQuantizer, indices: torch.Tensor) -> torc
 
 @torch.no_grad()
 def log_validation(accelerator, model, tokenizer, id2label, args, step: int):
-    classes = validation_class_labels(id2label, args.num_validation_classes)
-    labels = torch.tensor([c for c in classes for _ in range(args.num_validation_images_per_class)])
-    generator = torch.Generator(device="cpu").manual_seed(args.seed)
-    images = model.generate_images(
-        class_labels=labels.to(accelerator.device),
-        tokenizer=tokenizer,
-        guidance_scale=args.validation_guidance_scale,
-        top_k=args.validation_top_k or None,
-        generator=generator,
-        output_type="pil",
-    )
-    grid = make_image_grid(
-        images, nrow=args.num_validation_images_per_class, row_labels=[str(id2label[c]) for c in classes]
-    )
-    out = Path(args.output_dir) / "validation"
-    out.mkdir(parents=True, exist_ok=True)
-    grid.save(out / f"samples-{step:06d}.png")
-    log_image_grid(accelerator, "val/samples", grid, step)
-    return grid
+    def generate(labels, generator):
+        return model.generate_images(
+            class_labels=torch.tensor(labels, device=accelerator.device),
+            tokenizer=tokenizer,
+            guidance_scale=args.validation_guidance_scale,
+            top_k=args.validation_top_k or None,
+            generator=generator,
+            output_type="pil",
+        )
+
+    return save_sample_grid(accelerator, generate, id2label, args, step)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -184,56 +150,22 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = create_accelerator(args)
     tokenizer = iFSQAutoencoder.from_pretrained(args.tokenizer, subfolder=args.tokenizer_subfolder)
     tokenizer.requires_grad_(False).eval().to(accelerator.device)
-    dataset, id2label = load_data(args)
-
-    repa_encoder, repa_dim = None, None
-    use_repa = args.repa_encoder.lower() != "none" and args.repa_coefficient > 0
-    if use_repa and isinstance(dataset, PrecomputedLatentDataset):
-        if not dataset.has_repa_features:
-            raise ValueError(
-                f"{args.tokens_dataset} holds no REPA features; re-run extract_tokens.py with --repa_encoder, "
-                "or train with --repa_encoder none."
-            )
-        repa_dim = dataset.metadata["repa_feature_dim"]
-    elif use_repa:
-        repa_encoder = load_repa_encoder(args.repa_encoder).to(accelerator.device).eval().requires_grad_(False)
-        repa_dim = repa_encoder.feature_dim
-
-    if isinstance(dataset, PrecomputedLatentDataset):
-        if dataset.metadata["codebook_size"] != tokenizer.codebook_size:
-            raise ValueError(
-                f"{args.tokens_dataset} was encoded with a codebook of {dataset.metadata['codebook_size']} codes but "
-                f"--tokenizer has {tokenizer.codebook_size}; pass the tokenizer used by extract_tokens.py."
-            )
-        grid_size = dataset.metadata["latent_shape"][-1]
-    else:
-        if args.resolution % tokenizer.downsample_factor:
-            raise ValueError(
-                f"--resolution {args.resolution} is not a multiple of the tokenizer's downsampling factor "
-                f"{tokenizer.downsample_factor}."
-            )
-        grid_size = args.resolution // tokenizer.downsample_factor
+    dataset, id2label = load_class_conditional_data(args, args.tokens_dataset, "image_tokens")
+    repa_encoder, repa_dim = setup_repa_encoder(args, dataset, accelerator.device)
+    use_repa = repa_dim is not None
     vocabulary, splitter = token_vocabulary(tokenizer, args.factorized_groups)
-    model = build_model(args, vocabulary, grid_size, id2label, repa_dim)
+    model = build_model(args, vocabulary, token_grid_size(args, dataset, tokenizer), id2label, repa_dim)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     logger.info("LlamaGen: %s parameters", f"{count_parameters(model):,}")
 
-    lr = args.learning_rate
-    if args.scale_lr:
-        lr *= args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     optimizer = torch.optim.AdamW(
         weight_decay_param_groups(model, args.adam_weight_decay),
-        lr=lr,
+        lr=learning_rate(args, accelerator),
         betas=(args.adam_beta1, args.adam_beta2),
         eps=args.adam_epsilon,
     )
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    )
+    lr_scheduler = create_lr_scheduler(args, optimizer, accelerator)
     train_loader = make_dataloader_from_args(dataset, args, shuffle=True)
     model, optimizer, train_loader, lr_scheduler = accelerator.prepare(model, optimizer, train_loader, lr_scheduler)
     unwrapped = accelerator.unwrap_model(model)
@@ -244,7 +176,9 @@ def main(argv: list[str] | None = None) -> dict:
     state = resume_if_requested(accelerator, args)
     init_trackers(accelerator, args, "train_llamagen_repa")
 
-    loss = None
+    def validate(step: int):
+        return log_validation(accelerator, ema.model if ema else unwrapped, tokenizer, id2label, args, step)
+
     num_batches = batches_per_epoch(train_loader)
     progress = tqdm(
         total=args.max_train_steps,
@@ -259,8 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         with accelerator.accumulate(model):
             with torch.no_grad():
                 if "image_tokens" in batch:
-                    indices = batch["image_tokens"]
-                    features = batch.get("repa_features")
+                    indices, features = batch["image_tokens"], batch.get("repa_features")
                 else:
                     pixels = batch["pixel_values"]
                     indices = tokenizer.encode(pixels.float()).indices
@@ -275,27 +208,15 @@ def main(argv: list[str] | None = None) -> dict:
                 repa = repa_projection_loss(out.repa_features, features)
                 loss = loss + args.repa_coefficient * repa
                 logs["train/repa"] = float(repa.detach())
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and args.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            apply_gradients(accelerator, loss, model.parameters(), optimizer, lr_scheduler, args.max_grad_norm)
 
         if not accelerator.sync_gradients:
             continue
         state.advance(epoch, batch_index, args.gradient_accumulation_steps, num_batches)
         if ema is not None:
             ema.step(unwrapped)
-        progress.update(1)
-        if state.global_step % args.logging_steps == 0 or state.global_step == 1:
-            logs.update({"train/loss": float(loss.detach()), "train/lr": lr_scheduler.get_last_lr()[0]})
-            accelerator.log(logs, step=state.global_step)
-            progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        if state.global_step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
-        if args.validation_steps and state.global_step % args.validation_steps == 0 and accelerator.is_main_process:
-            log_validation(accelerator, ema.model if ema else unwrapped, tokenizer, id2label, args, state.global_step)
+        logs["train/lr"] = lr_scheduler.get_last_lr()[0]
+        on_optimizer_step(accelerator, args, state, progress, loss, logs, validate)
     progress.close()
 
     accelerator.wait_for_everyone()
@@ -303,8 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
         final = ema.model if ema is not None else unwrapped
         final.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(Path(args.output_dir) / "tokenizer")
-        if args.validation_steps:
-            log_validation(accelerator, final, tokenizer, id2label, args, state.global_step)
+        if args.validation_steps and state.global_step % args.validation_steps:
+            validate(state.global_step)  # the last grid, unless the loop just made it
         finish_run(args.output_dir, args, None)
     accelerator.end_training()
     return {"global_step": state.global_step}

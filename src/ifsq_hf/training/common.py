@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -17,19 +17,23 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch import nn
 
-from .checkpointing import TrainingState, load_checkpoint, resolve_resume_checkpoint
+from .checkpointing import TrainingState, load_checkpoint, resolve_resume_checkpoint, save_checkpoint
 
 __all__ = [
     "add_common_training_args",
     "add_image_dataset_args",
     "all_reduce_gradients",
+    "apply_gradients",
     "batch_stream",
     "batches_per_epoch",
     "build_image_dataset",
     "count_parameters",
     "create_accelerator",
+    "create_lr_scheduler",
     "init_trackers",
+    "learning_rate",
     "make_dataloader_from_args",
+    "on_optimizer_step",
     "resume_if_requested",
     "save_json",
     "validate_common_args",
@@ -319,6 +323,70 @@ def all_reduce_gradients(accelerator: Accelerator, module: nn.Module) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def learning_rate(args: argparse.Namespace, accelerator: Accelerator) -> float:
+    """``--learning_rate``, times batch x accumulation x processes with ``--scale_lr``."""
+    if not args.scale_lr:
+        return args.learning_rate
+    return args.learning_rate * args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+
+
+def create_lr_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, accelerator: Accelerator):
+    """diffusers' ``get_scheduler`` (constant, cosine, ...) stepped once per process per optimizer step."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+
+
+def apply_gradients(
+    accelerator: Accelerator,
+    loss: torch.Tensor,
+    parameters,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler=None,
+    max_grad_norm: float | None = None,
+) -> None:
+    """Backward, clip (on synchronising micro-batches, if ``max_grad_norm``), step and zero: one accumulation
+    micro-step inside ``accelerator.accumulate`` (the prepared optimizer only steps when gradients sync)."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm:
+        accelerator.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+    if lr_scheduler is not None:
+        lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def on_optimizer_step(
+    accelerator: Accelerator,
+    args: argparse.Namespace,
+    state: TrainingState,
+    progress,
+    loss: torch.Tensor,
+    logs: dict | Callable[[], dict],
+    validate: Callable[[int], object] | None,
+) -> None:
+    """After each optimizer step: progress bar, scalars every ``--logging_steps`` (``logs`` may be a callable, so
+    costlier statistics are only computed then), checkpoint every ``--checkpointing_steps`` (all processes), and
+    ``validate(step)`` every ``--validation_steps`` on the main process."""
+    step = state.global_step
+    progress.update(1)
+    if step % args.logging_steps == 0 or step == 1:
+        scalars = dict(logs() if callable(logs) else logs)
+        scalars["train/loss"] = float(loss.detach())
+        accelerator.log(scalars, step=step)
+        progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    if step % args.checkpointing_steps == 0:
+        save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
+    due = bool(args.validation_steps) and step % args.validation_steps == 0
+    if validate is not None and due and accelerator.is_main_process:
+        validate(step)
 
 
 def batches_per_epoch(dataloader) -> int | None:

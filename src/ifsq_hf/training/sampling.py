@@ -19,7 +19,7 @@ from accelerate import PartialState
 from PIL import Image
 from tqdm.auto import tqdm
 
-__all__ = ["add_sampling_args", "pack_npz", "resolve_class_ids", "sample_per_class"]
+__all__ = ["add_sampling_args", "pack_npz", "resolve_class_ids", "run_sampling", "sample_per_class"]
 
 
 def add_sampling_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -82,6 +82,22 @@ def sample_per_class(
     if write_npz and state.is_main_process:
         return pack_npz(out, jobs)
     return None
+
+
+def run_sampling(generate, class_ids: list[int], args: argparse.Namespace) -> Path | None:
+    """``sample_per_class`` with the options of ``add_sampling_args``; reports where the ``.npz`` went."""
+    npz = sample_per_class(
+        generate,
+        class_ids,
+        args.num_images_per_class,
+        args.output_dir,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        write_npz=not args.no_npz,
+    )
+    if npz is not None:
+        print(f"wrote {npz}")
+    return npz
 
 
 def pack_npz(folder: str | os.PathLike, jobs: list[tuple[int, int]]) -> Path:
