@@ -38,7 +38,7 @@ EXAMPLES = Path(__file__).resolve().parent
 TOKENIZERS = {"ifsq": "iFSQ (2·sigmoid(1.6x)−1)", "fsq": "FSQ (tanh)"}
 # Photos are resized (shorter side) before cropping: the tokenizers see detail, the generators whole-ish scenes.
 PHOTO_SIZE_TOKENIZER, PHOTO_SIZE_GENERATORS = 256, 128
-# CPU-sized generators (~1 M parameters): a few minutes of training each on 2 cores.
+# CPU-sized generators (~1.7 M parameters each): about two minutes of training each on 2 cores.
 DIT_SIZE = {"num_layers": 4, "hidden_size": 128, "num_attention_heads": 4, "repa_depth": 2, "repa_hidden_dim": 256}
 LLAMAGEN_SIZE = {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4, "multiple_of": 32,
                  "repa_projector_dim": 256}  # fmt: skip
