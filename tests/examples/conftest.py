@@ -18,9 +18,12 @@ def script_env() -> dict:
     return env
 
 
-def run_example(name: str, args: list, *, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+def run_example(
+    name: str, args: list, *, timeout: int = 300, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(EXAMPLES / name), *map(str, args)]
-    proc = subprocess.run(cmd, env=script_env(), capture_output=True, text=True, timeout=timeout)
+    env = script_env() if env is None else {**env, "PYTHONPATH": script_env()["PYTHONPATH"]}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-5000:]}"
     return proc

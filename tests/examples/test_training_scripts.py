@@ -87,6 +87,7 @@ def test_precomputed_latents_train_both_generators_and_sample(tiny_assets, tmp_p
     run_example("train_dit.py", [*gen, "--output_dir", tmp_path / "dit", "--latents_dataset", data,
                                  "--vae_model_name_or_path", tiny_assets["tokenizer"]])  # fmt: skip
     run_example("train_llamagen_repa.py", [*gen, "--output_dir", tmp_path / "ar", "--tokens_dataset", data,
+                                           "--mixed_precision", "bf16",
                                            "--tokenizer", tiny_assets["tokenizer"]])  # fmt: skip
 
     run_example("sample_dit.py", ["--pipeline", tmp_path / "dit", "--output_dir", tmp_path / "s_dit", "--classes",
@@ -129,3 +130,15 @@ def test_bad_input_fails_with_a_clear_message(script, extra, message, tiny_asset
     repa = [] if script == "train_ifsq_autoencoder.py" else ["--repa_encoder", "none"]
     proc = run_example(script, ["--output_dir", tmp_path / "out", *repa, *extra], check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_push_to_hub_at_the_end_of_training(fake_hub, tiny_assets, tmp_path):
+    out = tmp_path / "tok"
+    args = [*COMMON, *script_args("train_ifsq_autoencoder.py", tiny_assets), "--max_train_steps", 1,
+            "--validation_steps", 1, "--output_dir", out, "--push_to_hub", "--hub_model_id", "tester/tok-run"]  # fmt: skip
+    run_example("train_ifsq_autoencoder.py", args, env=fake_hub.env(str(tmp_path / "home")))
+    files = fake_hub.files("tester/tok-run")
+    assert {"README.md", "config.json", "diffusion_pytorch_model.safetensors", "eval_results.json"} <= set(files)
+    assert not any(name.startswith("checkpoint-") for name in files)  # training state stays local
+    assert b"| psnr (" in files["README.md"] and "validation/reconstructions-000001.png" in files

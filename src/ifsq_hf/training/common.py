@@ -116,11 +116,6 @@ def add_common_training_args(
     g.add_argument("--hub_model_id", type=str, default=None, help="Repo id (default: the output folder's name).")
     g.add_argument("--hub_token", type=str, default=None)
     g.add_argument("--hub_private_repo", action="store_true")
-    g.add_argument(
-        "--push_checkpoints_to_hub",
-        action="store_true",
-        help="Also upload the EMA model at each checkpoint (a commit per checkpoint).",
-    )
     return parser
 
 
