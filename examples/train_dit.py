@@ -21,7 +21,6 @@ import logging
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from tqdm.auto import tqdm
 
 from ifsq_hf.hub import finish_run
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
@@ -40,6 +39,7 @@ from ifsq_hf.training.common import (
     learning_rate,
     make_dataloader_from_args,
     on_optimizer_step,
+    progress_bar,
     resume_if_requested,
     validate_common_args,
 )
@@ -169,12 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     num_batches = batches_per_epoch(train_loader)
-    progress = tqdm(
-        total=args.max_train_steps,
-        initial=state.global_step,
-        desc="steps",
-        disable=not accelerator.is_local_main_process,
-    )
+    progress = progress_bar(accelerator, args, state)
     for epoch, batch_index, batch in batch_stream(accelerator, train_loader, state, args.gradient_accumulation_steps):
         if state.global_step >= args.max_train_steps:
             break

@@ -22,7 +22,6 @@ import math
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ifsq_hf.evaluation import evaluate_tokenizer, reconstruction_grid
 from ifsq_hf.hub import finish_run
@@ -44,6 +43,7 @@ from ifsq_hf.training.common import (
     learning_rate,
     make_dataloader_from_args,
     on_optimizer_step,
+    progress_bar,
     resume_if_requested,
     validate_common_args,
 )
@@ -194,12 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     state = resume_if_requested(accelerator, args)
     init_trackers(accelerator, args, "train_ifsq_autoencoder")
     unwrapped = accelerator.unwrap_model(model)
-    progress = tqdm(
-        total=args.max_train_steps,
-        initial=state.global_step,
-        desc="steps",
-        disable=not accelerator.is_local_main_process,
-    )
+    progress = progress_bar(accelerator, args, state)
     num_batches = batches_per_epoch(train_loader)
     logs: dict[str, float] = {}
     for epoch, batch_index, batch in batch_stream(accelerator, train_loader, state, args.gradient_accumulation_steps):

@@ -20,7 +20,6 @@ import logging
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ifsq_hf.hub import finish_run
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
@@ -39,6 +38,7 @@ from ifsq_hf.training.common import (
     learning_rate,
     make_dataloader_from_args,
     on_optimizer_step,
+    progress_bar,
     resume_if_requested,
     validate_common_args,
     weight_decay_param_groups,
@@ -180,12 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         return log_validation(accelerator, ema.model if ema else unwrapped, tokenizer, id2label, args, step)
 
     num_batches = batches_per_epoch(train_loader)
-    progress = tqdm(
-        total=args.max_train_steps,
-        initial=state.global_step,
-        desc="steps",
-        disable=not accelerator.is_local_main_process,
-    )
+    progress = progress_bar(accelerator, args, state)
     for epoch, batch_index, batch in batch_stream(accelerator, train_loader, state, args.gradient_accumulation_steps):
         if state.global_step >= args.max_train_steps:
             break

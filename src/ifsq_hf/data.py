@@ -340,12 +340,8 @@ def _describe(value: Any) -> str:
     return repr(value)[:80]
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
-    """Map-style wrapper of a ``datasets.Dataset`` giving ``{"pixel_values", "labels"}`` items.
-
-    Images are decoded with PIL on access (grey / RGBA / palette converted to RGB) and passed through
-    ``transform``; random transforms draw from a generator seeded by ``(seed, epoch, index)``.
-    """
+class _DatasetsImages:
+    """What the map-style and streaming wrappers of a ``datasets`` image table share: columns, transform, seed."""
 
     def __init__(
         self,
@@ -363,6 +359,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.id2label = id2label or {0: "image"}
         self.seed = seed
         self.epoch = 0
+
+
+class ImageFolderDataset(_DatasetsImages, torch.utils.data.Dataset):
+    """Map-style wrapper of a ``datasets.Dataset`` giving ``{"pixel_values", "labels"}`` items.
+
+    Images are decoded with PIL on access (grey / RGBA / palette converted to RGB) and passed through
+    ``transform``; random transforms draw from a generator seeded by ``(seed, epoch, index)``.
+    """
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -386,28 +390,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         raise ValueError("no image in this dataset can be decoded; check the files.")
 
 
-class StreamingImageDataset(torch.utils.data.IterableDataset):
+class StreamingImageDataset(_DatasetsImages, torch.utils.data.IterableDataset):
     """Iterable wrapper of a streaming ``datasets.IterableDataset``; undecodable images are skipped with a warning.
 
     With several DataLoader workers each worker reads a disjoint shard (``datasets`` splits by worker itself).
     """
 
-    def __init__(
-        self,
-        dataset: Any,
-        transform: ImageTransform,
-        image_column: str = "image",
-        label_column: str | None = None,
-        id2label: dict[int, str] | None = None,
-        seed: int = 0,
-    ):
-        self.dataset = dataset
-        self.transform = transform
-        self.image_column = image_column
-        self.label_column = label_column
-        self.id2label = id2label or {0: "image"}
-        self.seed = seed
-        self.epoch = 0
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self.num_skipped = 0
 
     def set_epoch(self, epoch: int) -> None:

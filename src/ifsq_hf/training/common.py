@@ -34,6 +34,7 @@ __all__ = [
     "learning_rate",
     "make_dataloader_from_args",
     "on_optimizer_step",
+    "progress_bar",
     "resume_if_requested",
     "save_json",
     "validate_common_args",
@@ -356,6 +357,18 @@ def apply_gradients(
     if lr_scheduler is not None:
         lr_scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def progress_bar(accelerator: Accelerator, args: argparse.Namespace, state: TrainingState):
+    """A step progress bar on the local main process that starts where a resumed run stands."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=args.max_train_steps,
+        initial=state.global_step,
+        desc="steps",
+        disable=not accelerator.is_local_main_process,
+    )
 
 
 def on_optimizer_step(

@@ -17,6 +17,7 @@ row-major over an ``(h, w)`` grid exposed as ``.last_grid``, and ``.feature_dim 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import io
 import math
@@ -113,7 +114,7 @@ def repa_projection_loss(
         return -(p * t).sum(dim=-1).mean()
 
 
-class RepaEncoder(nn.Module):
+class RepaEncoder(nn.Module, abc.ABC):
     """Base class of frozen REPA target encoders (always in eval mode, no gradients).
 
     Subclasses implement :meth:`encode` on images in ``[-1, 1]`` and set ``feature_dim``; ``forward`` runs it
@@ -130,8 +131,9 @@ class RepaEncoder(nn.Module):
     def train(self, mode: bool = True) -> RepaEncoder:
         return super().train(False)  # frozen: BatchNorm/dropout stay in inference mode
 
+    @abc.abstractmethod
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        raise NotImplementedError
+        """``(features (B, N, D), (grid_h, grid_w))`` for images in [-1, 1]; each encoder implements it."""
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
