@@ -126,8 +126,17 @@ def _training_markdown(training: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+# Counts and properties of the format, not measurements of quality: shown in the card's text, kept out of the
+# Hub's model-index results.
+_NOT_RESULTS = {"num_images", "code_num_tokens", "bits_per_pixel", "compression_ratio"}
+
+
 def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _NOT_RESULTS
+    }
 
 
 def _tokenizer_fields(folder: Path, config: dict, source: str) -> dict:
@@ -254,7 +263,15 @@ def create_model_card(
     if training_config is None and (folder / TRAINING_CONFIG_NAME).is_file():
         training_config = _read_json(folder / TRAINING_CONFIG_NAME)
     metrics, training_config = metrics or {}, training_config or {}
-    dataset = dataset or training_config.get("dataset_name") or training_config.get("train_data_dir")
+    dataset = dataset or training_config.get("dataset_name")
+    hub_dataset = dataset if dataset and "/" in dataset and not os.path.exists(dataset) else None
+    precomputed = training_config.get("latents_dataset") or training_config.get("tokens_dataset")
+    if dataset is None and precomputed:
+        dataset = f"a precomputed latent/token dataset ({Path(precomputed).name})"
+    elif dataset is None and training_config.get("train_data_dir"):
+        dataset = f"a local image folder ({Path(training_config['train_data_dir']).name})"
+    elif dataset is None and training_config:
+        dataset = "the photos bundled with ifsq-hf (held-out photos for evaluation)"
     source = repo_id or str(folder.resolve())
     model_name = repo_id.split("/")[-1] if repo_id else folder.resolve().name
 
@@ -273,7 +290,7 @@ def create_model_card(
         EvalResult(
             task_type=task_type,
             task_name=task_name,
-            dataset_type=str(dataset or "custom"),
+            dataset_type=hub_dataset or "custom",
             dataset_name=str(dataset or "custom"),
             metric_type=name,
             metric_name=name,
@@ -286,7 +303,7 @@ def create_model_card(
         license=license,
         tags=list(dict.fromkeys(_TAGS[kind] + list(tags or []))),
         pipeline_tag=_PIPELINE_TAG[kind],
-        datasets=[str(dataset)] if dataset and "/" in str(dataset) else None,
+        datasets=[hub_dataset] if hub_dataset else None,
         base_model=base_model,
         model_name=model_name,
         eval_results=eval_results,
