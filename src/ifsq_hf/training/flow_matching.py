@@ -124,7 +124,8 @@ def prepare_flow_matching_inputs(
         noise = torch.randn(data.shape, generator=generator, device=data.device, dtype=data.dtype)
     if t is None:
         t = sample_logit_normal_timesteps(data.shape[0], logit_mean, logit_std, generator, data.device)
-    return interpolate(data, noise, t), t.to(data.device), velocity_target(data, noise)
+    x_t, target = prepare_flow_matching_batch(data, t, noise=noise)
+    return x_t, t.to(data.device), target
 
 
 def prepare_flow_matching_batch(
