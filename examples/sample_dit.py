@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar=("LOW", "HIGH"),
         help="Apply guidance only for data-time t in [LOW, HIGH] (t=0 noise, t=1 data).",
     )
+    parser.add_argument(
+        "--timestep_shift",
+        type=float,
+        default=1.0,
+        help="Official shift s (1 = none; < 1 spends more steps near noise).",
+    )
     args = add_sampling_args(parser).parse_args(argv)
     state = PartialState()
     pipe = iFSQDiTPipeline.from_pretrained(args.pipeline).to(state.device)
@@ -40,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             class_labels=labels,
             num_inference_steps=args.num_inference_steps,
             guidance_scale=args.guidance_scale,
+            timestep_shift=args.timestep_shift,
             guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else (0.0, 1.0),
             generator=generator,
         ).images

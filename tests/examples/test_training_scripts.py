@@ -92,7 +92,7 @@ def test_precomputed_latents_train_both_generators_and_sample(tiny_assets, tmp_p
 
     run_example("sample_dit.py", ["--pipeline", tmp_path / "dit", "--output_dir", tmp_path / "s_dit", "--classes",
                                   "astronaut,3", "--num_images_per_class", 2, "--num_inference_steps", 2,
-                                  "--guidance_scale", 2.0])  # fmt: skip
+                                  "--guidance_scale", 2.0, "--timestep_shift", 0.5])  # fmt: skip
     run_example("sample_llamagen.py", ["--model", tmp_path / "ar", "--output_dir", tmp_path / "s_ar", "--classes",
                                        "0,rocket", "--num_images_per_class", 2, "--guidance_scale", 2.0])  # fmt: skip
     for folder in ("s_dit", "s_ar"):
