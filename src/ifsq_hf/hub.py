@@ -32,8 +32,9 @@ CITATION = """@article{lin2026ifsq,
   year    = {2026}
 }"""
 
-# Higher is better for these; the card's table says so next to each value.
-_HIGHER_IS_BETTER = {"psnr", "ssim", "code_usage", "utilization", "perplexity", "entropy", "inception_score"}
+# Which way is better, by what a metric's name contains; the card's table marks it (counts get no arrow).
+_HIGHER_IS_BETTER = ("psnr", "ssim", "usage", "utilization", "perplexity", "entropy", "inception_score")
+_LOWER_IS_BETTER = ("lpips", "fid", "loss", "mse")
 _METRIC_TASK = {
     "tokenizer": ("image-to-image", "Image reconstruction"),
     "dit_pipeline": ("unconditional-image-generation", "Class-conditional image generation"),
@@ -111,7 +112,14 @@ def _results_markdown(metrics: dict[str, float], dataset: str | None) -> str:
         "|---|---|",
     ]
     for name, value in metrics.items():
-        arrow = " (↑)" if name.lower() in _HIGHER_IS_BETTER else " (↓)" if isinstance(value, (int, float)) else ""
+        key = name.lower()
+        arrow = (
+            " (↑)"
+            if any(m in key for m in _HIGHER_IS_BETTER)
+            else " (↓)"
+            if any(m in key for m in _LOWER_IS_BETTER)
+            else ""
+        )
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         rows.append(f"| {name}{arrow} | {shown} |")
     return "\n".join(rows)
