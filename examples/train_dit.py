@@ -26,23 +26,8 @@ from ifsq_hf.hub import finish_run
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel
 from ifsq_hf.pipelines.pipeline_ifsq_dit import iFSQDiTPipeline
-from ifsq_hf.training.common import (
-    add_common_training_args,
-    add_image_dataset_args,
-    apply_gradients,
-    batch_stream,
-    batches_per_epoch,
-    count_parameters,
-    create_accelerator,
-    create_lr_scheduler,
-    init_trackers,
-    learning_rate,
-    make_dataloader_from_args,
-    on_optimizer_step,
-    progress_bar,
-    resume_if_requested,
-    validate_common_args,
-)
+from ifsq_hf.training.accelerator import create_accelerator, init_trackers, resume_if_requested
+from ifsq_hf.training.arguments import add_common_training_args, add_image_dataset_args, validate_common_args
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.flow_matching import flow_matching_loss, prepare_flow_matching_inputs
 from ifsq_hf.training.generators import (
@@ -53,6 +38,9 @@ from ifsq_hf.training.generators import (
     setup_repa_encoder,
     token_grid_size,
 )
+from ifsq_hf.training.image_data import make_dataloader_from_args
+from ifsq_hf.training.loop import batch_stream, batches_per_epoch, on_optimizer_step, progress_bar
+from ifsq_hf.training.optimization import apply_gradients, create_lr_scheduler, learning_rate
 from ifsq_hf.training.repa import repa_projection_loss
 
 logger = logging.getLogger(__name__)
@@ -142,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     transformer = build_transformer(args, vae, token_grid_size(args, dataset, vae), len(id2label), repa_dim)
     if args.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    logger.info("transformer: %s parameters", f"{count_parameters(transformer):,}")
+    logger.info("transformer: %s parameters", f"{transformer.num_parameters():,}")
 
     optimizer = torch.optim.AdamW(
         transformer.parameters(),

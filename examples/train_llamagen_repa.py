@@ -25,24 +25,8 @@ from ifsq_hf.hub import finish_run
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 from ifsq_hf.models.llamagen import LlamaGenConfig, LlamaGenForImageGeneration
 from ifsq_hf.quantization import FiniteScalarQuantizer
-from ifsq_hf.training.common import (
-    add_common_training_args,
-    add_image_dataset_args,
-    apply_gradients,
-    batch_stream,
-    batches_per_epoch,
-    count_parameters,
-    create_accelerator,
-    create_lr_scheduler,
-    init_trackers,
-    learning_rate,
-    make_dataloader_from_args,
-    on_optimizer_step,
-    progress_bar,
-    resume_if_requested,
-    validate_common_args,
-    weight_decay_param_groups,
-)
+from ifsq_hf.training.accelerator import create_accelerator, init_trackers, resume_if_requested
+from ifsq_hf.training.arguments import add_common_training_args, add_image_dataset_args, validate_common_args
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.generators import (
     add_generator_args,
@@ -51,6 +35,14 @@ from ifsq_hf.training.generators import (
     save_sample_grid,
     setup_repa_encoder,
     token_grid_size,
+)
+from ifsq_hf.training.image_data import make_dataloader_from_args
+from ifsq_hf.training.loop import batch_stream, batches_per_epoch, on_optimizer_step, progress_bar
+from ifsq_hf.training.optimization import (
+    apply_gradients,
+    create_lr_scheduler,
+    learning_rate,
+    weight_decay_param_groups,
 )
 from ifsq_hf.training.repa import repa_projection_loss
 
@@ -157,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_model(args, vocabulary, token_grid_size(args, dataset, tokenizer), id2label, repa_dim)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    logger.info("LlamaGen: %s parameters", f"{count_parameters(model):,}")
+    logger.info("LlamaGen: %s parameters", f"{model.num_parameters():,}")
 
     optimizer = torch.optim.AdamW(
         weight_decay_param_groups(model, args.adam_weight_decay),

@@ -20,8 +20,7 @@ from typing import Any
 import torch
 
 from ..models.autoencoder_ifsq import PRESETS, iFSQAutoencoder
-from ._shared import load_checked, read_config, save_converted
-from .common import load_checkpoint_file, select_state_dict, strip_prefixes
+from .common import load_checked, load_checkpoint_file, read_config, save_converted, select_state_dict, strip_prefixes
 
 __all__ = ["convert_tokenizer_checkpoint", "load_official_tokenizer", "tokenizer_config_from_official"]
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .common import build_image_dataset, validation_class_labels
-from .images import log_image_grid, make_image_grid
+from ..utils.images import make_image_grid
+from .accelerator import log_image_grid
+from .image_data import build_image_dataset
 from .precompute import PrecomputedLatentDataset
 from .repa import load_repa_encoder
 
@@ -23,6 +24,7 @@ __all__ = [
     "save_sample_grid",
     "setup_repa_encoder",
     "token_grid_size",
+    "validation_class_labels",
 ]
 
 
@@ -121,6 +123,15 @@ def token_grid_size(args: argparse.Namespace, dataset, tokenizer) -> int:
             f"{tokenizer.downsample_factor}."
         )
     return args.resolution // tokenizer.downsample_factor
+
+
+def validation_class_labels(id2label: dict[int, str], num_classes: int) -> list[int]:
+    """``num_classes`` class ids spread evenly over the label set (all of them when there are fewer)."""
+    ids = sorted(int(k) for k in id2label)
+    if num_classes >= len(ids):
+        return ids
+    step = len(ids) / num_classes
+    return [ids[int(i * step)] for i in range(num_classes)]
 
 
 def save_sample_grid(accelerator, generate, id2label: dict, args: argparse.Namespace, step: int):
