@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..utils.import_utils import require
 from .arguments import add_image_dataset_args
 from .image_data import build_image_dataset, make_dataloader_from_args
 
@@ -40,7 +41,7 @@ def encode_image_dataset(
     with_flips: bool = True,
 ):
     """Encode every batch (``pixel_values`` in [-1, 1], ``labels``) and save a ``datasets`` Arrow dataset."""
-    import datasets
+    datasets = require("datasets", "train")
 
     tokenizer = tokenizer.to(device).eval()
     if repa_encoder is not None:

