@@ -4,13 +4,13 @@
     accelerate launch examples/train_ifsq_autoencoder.py --output_dir runs/ifsq --preset tiny_f8_d4 \\
         --resolution 64 --train_batch_size 8 --max_train_steps 2000
 
-Recipe (official iFSQ, spec §2.5): L1 + LPIPS(VGG) reconstruction loss, a PatchGAN discriminator with hinge loss
-and an adaptive weight from ``--disc_start`` on, AdamW (0.9, 0.999) for both networks, gradient clipping 1.0,
-EMA 0.999 of the generator. After ``disc_start`` every batch takes one generator step and one discriminator step
-(the official code alternates them, giving each half the batches). Without ``--dataset_name``/``--train_data_dir``
-it trains on the real photos bundled with the install. Validation writes PSNR/SSIM/LPIPS/code usage to TensorBoard
-and a reconstruction grid to ``output_dir/validation``; the EMA model is saved with ``save_pretrained`` together with
-its model card, and ``--push_to_hub`` uploads the folder.
+Recipe (official iFSQ, ``ifsq/configs/ifsq_f16_d4_4bit/run.sh``): L1 + LPIPS(VGG) reconstruction loss, a PatchGAN
+discriminator with hinge loss and an adaptive weight from ``--disc_start`` on, AdamW (0.9, 0.999) for both networks,
+gradient clipping 1.0, EMA 0.999 of the generator. After ``disc_start`` every batch takes one generator step and one
+discriminator step (the official code alternates them, giving each half the batches). Without
+``--dataset_name``/``--train_data_dir`` it trains on the real photos bundled with the install. Validation writes
+PSNR/SSIM/LPIPS/code usage to TensorBoard and a reconstruction grid to ``output_dir/validation``; the EMA model is
+saved with ``save_pretrained`` together with its model card, and ``--push_to_hub`` uploads the folder.
 """
 
 from __future__ import annotations

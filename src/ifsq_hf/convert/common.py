@@ -22,6 +22,7 @@ __all__ = [
     "check_state_dict",
     "load_checked",
     "load_checkpoint_file",
+    "read_checkpoint",
     "read_config",
     "save_converted",
     "select_state_dict",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 _MAX_LISTED = 20
+# Key prefixes that DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) add to every name.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 class ConversionError(ValueError):
@@ -73,7 +76,18 @@ def select_state_dict(checkpoint: dict, candidates: Iterable[str], what: str) ->
     )
 
 
-def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes: Iterable[str]) -> dict[str, torch.Tensor]:
+def read_checkpoint(
+    path: str | os.PathLike, candidates: Iterable[str], what: str
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(checkpoint, state_dict)``: the loaded file and its state dict under the first of ``candidates`` (see
+    :func:`select_state_dict`), with the DDP / ``torch.compile`` prefixes stripped."""
+    checkpoint = load_checkpoint_file(path)
+    return checkpoint, strip_prefixes(select_state_dict(checkpoint, candidates, what))
+
+
+def strip_prefixes(
+    state_dict: dict[str, torch.Tensor], prefixes: Iterable[str] = WRAPPER_PREFIXES
+) -> dict[str, torch.Tensor]:
     """Remove any leading ``prefixes`` (repeatedly, e.g. ``module._orig_mod.``) from every key."""
     prefixes = tuple(prefixes)
     out = {}

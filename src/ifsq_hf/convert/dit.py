@@ -23,15 +23,7 @@ from typing import Any
 import torch
 
 from ..models.transformer_dit import DIT_PRESETS, LightningDiTTransformer2DModel
-from .common import (
-    ConversionError,
-    load_checked,
-    load_checkpoint_file,
-    read_config,
-    save_converted,
-    select_state_dict,
-    strip_prefixes,
-)
+from .common import ConversionError, load_checked, read_checkpoint, read_config, save_converted, strip_prefixes
 
 __all__ = [
     "convert_dit_checkpoint",
@@ -70,7 +62,7 @@ def convert_official_dit_state_dict(state_dict: dict[str, torch.Tensor]) -> dict
     built without a projector).
     """
     out = {}
-    for key, value in strip_prefixes(state_dict, ("module.", "_orig_mod.")).items():
+    for key, value in strip_prefixes(state_dict).items():
         if key == "pos_embed" or key.startswith("feat_rope."):
             continue
         if key.startswith("projectors.0."):
@@ -218,9 +210,7 @@ def load_official_dit(
     checkpoint = Path(checkpoint)
     if config is not None and preset is not None:
         raise ValueError("pass either config or preset, not both.")
-    raw_ckpt = load_checkpoint_file(checkpoint)
-    state_dict = select_state_dict(raw_ckpt, ["ema", "model"] if use_ema else ["model"], "DiT")
-    state_dict = strip_prefixes(state_dict, ("module.", "_orig_mod."))
+    raw_ckpt, state_dict = read_checkpoint(checkpoint, ["ema", "model"] if use_ema else ["model"], "DiT")
 
     raw = read_config(config)
     if raw is None and preset is None and isinstance(raw_ckpt.get("config"), dict):

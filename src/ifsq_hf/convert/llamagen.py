@@ -29,15 +29,7 @@ from typing import Any
 import torch
 
 from ..models.llamagen import LLAMAGEN_PRESETS, LlamaGenConfig, LlamaGenForImageGeneration
-from .common import (
-    ConversionError,
-    load_checked,
-    load_checkpoint_file,
-    read_config,
-    save_converted,
-    select_state_dict,
-    strip_prefixes,
-)
+from .common import ConversionError, load_checked, read_checkpoint, read_config, save_converted, strip_prefixes
 
 __all__ = [
     "convert_llamagen_checkpoint",
@@ -86,7 +78,7 @@ def convert_llamagen_state_dict(state_dict: Mapping[str, torch.Tensor], keep_pro
         (".ffn_norm.", ".post_attention_layernorm."),
     ]
     out = {}
-    for key, value in strip_prefixes(state_dict, ("module.", "_orig_mod.")).items():
+    for key, value in strip_prefixes(state_dict).items():
         if "freqs_cis" in key or "kv_cache" in key or key == "causal_mask":
             continue
         if key.startswith("projectors."):
@@ -242,9 +234,7 @@ def load_official_llamagen(
     if config is not None and preset is not None:
         raise ValueError("pass either config or preset, not both.")
     checkpoint = Path(checkpoint)
-    raw_ckpt = load_checkpoint_file(checkpoint)
-    candidates = ["ema", "model"] if use_ema else ["model"]
-    state_dict = strip_prefixes(select_state_dict(raw_ckpt, candidates, "LlamaGen"), ("module.", "_orig_mod."))
+    raw_ckpt, state_dict = read_checkpoint(checkpoint, ["ema", "model"] if use_ema else ["model"], "LlamaGen")
     extra_projectors = sorted({k.split(".")[1] for k in state_dict if k.startswith("projectors.")} - {"0"})
     if keep_projector and extra_projectors:
         raise ValueError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,8 +19,10 @@ from .precompute import PrecomputedLatentDataset
 from .repa import load_repa_encoder
 
 __all__ = [
+    "GeneratorData",
     "add_generator_args",
     "load_class_conditional_data",
+    "load_generator_data",
     "preset_config",
     "save_sample_grid",
     "setup_repa_encoder",
@@ -132,6 +135,27 @@ def validation_class_labels(id2label: dict[int, str], num_classes: int) -> list[
         return ids
     step = len(ids) / num_classes
     return [ids[int(i * step)] for i in range(num_classes)]
+
+
+@dataclass
+class GeneratorData:
+    """What a generator script trains on. ``repa_encoder`` is ``None`` when REPA is off or the precomputed dataset
+    carries the features; ``repa_dim`` is ``None`` only when REPA is off."""
+
+    dataset: torch.utils.data.Dataset
+    id2label: dict
+    repa_encoder: torch.nn.Module | None
+    repa_dim: int | None
+    grid_size: int
+
+
+def load_generator_data(
+    args: argparse.Namespace, precomputed: str | os.PathLike | None, kind: str, tokenizer, device
+) -> GeneratorData:
+    """:func:`load_class_conditional_data`, :func:`setup_repa_encoder` and :func:`token_grid_size` in one call."""
+    dataset, id2label = load_class_conditional_data(args, precomputed, kind)
+    repa_encoder, repa_dim = setup_repa_encoder(args, dataset, device)
+    return GeneratorData(dataset, id2label, repa_encoder, repa_dim, token_grid_size(args, dataset, tokenizer))
 
 
 def save_sample_grid(accelerator, generate, id2label: dict, args: argparse.Namespace, step: int):
