@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from PIL import Image
 
+from ..utils.import_utils import require
 from .checkpointing import TrainingState, load_checkpoint, resolve_resume_checkpoint
 
 __all__ = ["create_accelerator", "init_trackers", "log_image_grid", "resume_if_requested"]
@@ -25,6 +26,8 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
     output_dir = Path(args.output_dir)
     project_config = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir))
     report_to = None if args.report_to in (None, "none") else args.report_to
+    if report_to == "tensorboard":
+        require("tensorboard", "train")  # a missing TensorBoard is reported with the extra that brings it
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
