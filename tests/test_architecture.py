@@ -190,6 +190,7 @@ pipe.set_progress_bar_config(disable=True)
 image = pipe([1], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
 model = LlamaGenForImageGeneration.from_pretrained({llamagen_dir!r})
 tokens = model.generate(class_labels=torch.tensor([0]))
+tokens = getattr(tokens, "sequences", tokens)
 loaded = sorted(m for m in {never!r} + HEAVY if m in sys.modules)
 print(json.dumps({{"host": host, "after_import": after_import, "after_sampling": loaded, "size": image.size,
                   "tokens": list(tokens.shape)}}))
@@ -231,3 +232,18 @@ def test_core_loads_and_samples_without_the_training_stack(tmp_path):
         assert not never, f"{stage}: the core loaded {never}"
         extra = sorted(set(result[stage]) - set(result["host"]))
         assert not extra, f"{stage}: ifsq_hf loaded {extra}, which diffusers/transformers alone do not"
+
+
+def test_docs_map_every_top_level_place():
+    """docs/architecture.md and the README's Design section name every module and package of src/ifsq_hf."""
+    root = SRC.parent
+    design = (root / "README.md").read_text().split("## Design", 1)[1].split("\n## ", 1)[0]
+    architecture = (root / "docs" / "architecture.md").read_text()
+    places = [
+        f"{p.name}/" if p.is_dir() else p.name
+        for p in PACKAGE_DIR.iterdir()
+        if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and p.name != "__init__.py")
+    ]
+    for text, where in ((design, "README.md ## Design"), (architecture, "docs/architecture.md")):
+        missing = [place for place in places if f"`{place}" not in text and f" {place}" not in text]
+        assert not missing, f"{where} does not mention {missing}"
