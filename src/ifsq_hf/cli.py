@@ -53,6 +53,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    from .benchmark.bound import main as bound_main
+
+    results = bound_main(args, argv=args.invocation)
+    if args.dump_config:
+        print(f"wrote {args.dump_config}")
+    elif results:
+        print(f"wrote {args.output_dir or 'benchmark-bound-' + results['preset']}/report.md")
+    return 0
+
+
+def _add_benchmark(sub) -> None:
+    """``ifsq-hf benchmark STUDY``: controlled studies (docs/benchmark.md)."""
+    from .benchmark.bound import add_bound_args
+
+    p = sub.add_parser("benchmark", help="Controlled studies over seeds with report.md, results.json and plots.")
+    studies = p.add_subparsers(dest="study", required=True)
+    bound = studies.add_parser("bound", help="iFSQ vs FSQ (tanh) vs iFSQ + pre-quant norm; alpha on real activations.")
+    add_bound_args(bound)
+    bound.set_defaults(func=_benchmark)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ifsq-hf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,11 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evaluation_args(p)
     p.set_defaults(func=_evaluate)
+    _add_benchmark(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.invocation = ["ifsq-hf", *(sys.argv[1:] if argv is None else argv)]
     try:
         return args.func(args)
     except ValueError as err:

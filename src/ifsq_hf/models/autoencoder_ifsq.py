@@ -50,6 +50,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from ..quantization import FiniteScalarQuantizer
+from .pre_quant_norm import RunningChannelNorm
 
 __all__ = [
     "PRESETS",
@@ -350,6 +351,9 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
         scaling_factor: multiplier that brings the latent to unit variance for diffusion models,
             ``(latent - shift_factor) * scaling_factor`` (official DiT: 1.092421).
         shift_factor: offset subtracted before scaling (0 for the official tokenizer).
+        pre_quant_norm: normalise each latent channel to unit variance with running statistics before the bound
+            (:class:`~ifsq_hf.models.pre_quant_norm.RunningChannelNorm`), so iFSQ's ``alpha = 1.6`` premise holds
+            by construction. Off by default (official checkpoints have no such buffers).
         sample_size: training resolution; also the default tile size for tiled encoding/decoding.
     """
 
@@ -376,6 +380,7 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
         scaling_factor: float = 1.0,
         shift_factor: float = 0.0,
         sample_size: int = 256,
+        pre_quant_norm: bool = False,
     ):
         super().__init__()
         block_out_channels = list(block_out_channels)
@@ -413,6 +418,8 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
             factorized_dims=None if factorized_dims is None else list(factorized_dims),
             track_running_stats=True,
         )
+        # Off by default: official checkpoints have no such buffers (see models/pre_quant_norm.py for the why).
+        self.pre_quant_normalizer = RunningChannelNorm(latent_channels) if pre_quant_norm else None
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
         self.decoder = Decoder(
             latent_channels, out_channels, block_out_channels, layers_per_block, norm_num_groups, norm_eps, dropout
@@ -562,8 +569,10 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
 
     def _pre_quant_any(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_slicing and x.shape[0] > 1:
-            return torch.cat([self._pre_quant_any_single(s) for s in x.split(1)])
-        return self._pre_quant_any_single(x)
+            h = torch.cat([self._pre_quant_any_single(s) for s in x.split(1)])
+        else:
+            h = self._pre_quant_any_single(x)
+        return h if self.pre_quant_normalizer is None else self.pre_quant_normalizer(h)
 
     def _pre_quant_any_single(self, x: torch.Tensor) -> torch.Tensor:
         size = self.tile_sample_size
