@@ -2,6 +2,7 @@
 seeds, report/results/plots written, identical numbers on a rerun with the same seeds, resume, bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -95,6 +96,8 @@ def test_dump_config_and_bad_input(tmp_path, capsys):
     path = tmp_path / "bound.json"
     assert main(["benchmark", "bound", "--preset", "imagenet", "--dump_config", str(path)]) == 0
     assert load_preset(config_file=path) == PRESETS["imagenet"]
+    shipped = Path(__file__).resolve().parents[2] / "benchmarks" / "configs" / "bound_imagenet.json"
+    assert load_preset(config_file=shipped) == PRESETS["imagenet"], "regenerate it with --dump_config"
     path.write_text(json.dumps({"train": {}}))
     assert main(["benchmark", "bound", "--config", str(path), "--output_dir", str(tmp_path / "x")]) == 2
     assert "missing ['model_preset', 'num_eval_images']" in capsys.readouterr().err

@@ -143,20 +143,28 @@ def _histogram(values: torch.Tensor, low: float, high: float, bins: int) -> dict
 
 
 @torch.no_grad()
-def evaluate_run(run_dir: Path, arm: str, config: dict, args: argparse.Namespace) -> dict:
+def evaluate_run(
+    run_dir: Path, arm: str, config: dict, args: argparse.Namespace, device: torch.device | str = "cpu"
+) -> dict:
     """Held-out reconstruction metrics and the activation/alpha measurements of one trained tokenizer."""
     from ..metrics import LPIPS
     from ..training.image_data import build_image_dataset, make_dataloader_from_args
 
-    model = iFSQAutoencoder.from_pretrained(run_dir).eval()
+    model = iFSQAutoencoder.from_pretrained(run_dir).to(device).eval()
     dataset = build_image_dataset(args, config.get("eval_split", "test"), train=False)
     loader = make_dataloader_from_args(dataset, args, shuffle=False)
     max_batches = math.ceil(config["num_eval_images"] / args.train_batch_size)
     lpips = None if config.get("lpips_net", "alex") == "none" else LPIPS(net=config["lpips_net"])
-    result = evaluate_tokenizer(model, loader, lpips_model=lpips, max_batches=max_batches, show_progress=False)
+    result = evaluate_tokenizer(
+        model, loader, lpips_model=lpips, max_batches=max_batches, device=device, show_progress=False
+    )
     metrics = {k: float(v) for k, v in result.metrics.items()}
 
-    acts = [model.encode_pre_quant(b["pixel_values"].float()) for i, b in enumerate(loader) if i < max_batches]
+    acts = [
+        model.encode_pre_quant(b["pixel_values"].to(device, torch.float32)).cpu()
+        for i, b in enumerate(loader)
+        if i < max_batches
+    ]
     z = torch.cat(acts)  # (N, C, h, w): what enters the bound
     per_channel = z.transpose(0, 1).reshape(z.shape[1], -1)
     flat = per_channel.reshape(-1)
@@ -183,7 +191,7 @@ def evaluate_run(run_dir: Path, arm: str, config: dict, args: argparse.Namespace
     }
     norm = model.pre_quant_normalizer
     if norm is not None:  # the scale the encoder itself produced, before the normalisation
-        activations["raw_std_per_channel"] = norm.running_var.sqrt().tolist()
+        activations["raw_std_per_channel"] = norm.running_var.sqrt().cpu().tolist()
     return {"metrics": metrics, "activations": activations}
 
 
@@ -478,7 +486,7 @@ def run_bound_study(
                     runs[arm][seed] = json.loads(cached.read_text())
                 else:
                     args = script.parse_args([*argv_run, "--output_dir", str(run_dir)])
-                    runs[arm][seed] = evaluate_run(run_dir, arm, config, args)
+                    runs[arm][seed] = evaluate_run(run_dir, arm, config, args, device=state.device)
                     cached.write_text(json.dumps(runs[arm][seed]))
             timing[f"{arm}-seed{seed}"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
     if not state.is_main_process:
