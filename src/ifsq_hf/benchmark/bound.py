@@ -326,11 +326,13 @@ def _plots(results: dict, output_dir: Path) -> list[str]:
             rows = [c for c in comps if c["metric"] == m]
             for i, c in enumerate(rows):
                 ax.errorbar([c["mean"]], [i], xerr=[[c["mean"] - c["low"]], [c["high"] - c["mean"]]], fmt="o",
-                            color="C3" if not c["includes_zero"] else "0.3", capsize=4)  # fmt: skip
+                            color="C1" if c["std"] == 0 else "0.3" if c["includes_zero"] else "C3", capsize=4)  # fmt: skip
             ax.axvline(0.0, color="0.7", lw=1)
             ax.set_yticks(range(len(rows)), [f"{c['a']} − {c['b']}" for c in rows], fontsize=7)
             ax.set_title(m, fontsize=8)
-        fig.suptitle("paired differences (same seed), mean and 95% t interval; red: excludes 0", fontsize=9)
+        fig.suptitle(
+            "paired differences (same seed), mean and 95% t interval; red: excludes 0; orange: zero spread", fontsize=9
+        )
         fig.tight_layout()
         fig.savefig(output_dir / "differences.png", dpi=110)
         plt.close(fig)
