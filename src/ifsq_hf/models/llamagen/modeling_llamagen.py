@@ -332,6 +332,7 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
 
     def __init__(self, config: LlamaGenConfig):
         super().__init__(config)
+        config.check_codebook_sizes()  # also when the config was edited after construction
         has_null = config.class_dropout_prob > 0
         self.class_embedding = nn.Embedding(config.num_classes + int(has_null), config.hidden_size)
         if config.factorized_vocab_sizes:
@@ -619,7 +620,8 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
             self.lm_head._llamagen_zero_init = True
         self.post_init()
-        for key, value in self._generation_defaults.items():  # saved with the model in generation_config.json
+        for key in ("do_sample", "cache_implementation"):  # saved with the model in generation_config.json
+            value = self._generation_defaults[key]
             if getattr(self.generation_config, key, None) is None:
                 setattr(self.generation_config, key, value)
 
@@ -726,13 +728,15 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
         GenerationMode.SAMPLE,
     )
     # Upstream LlamaGen sampling defaults (`sample_c2i.py`: multinomial, temperature 1, no top-k/top-p) and the
-    # preallocated cache; used wherever neither the caller nor `model.generation_config` sets a value.
+    # preallocated cache; used wherever neither the caller nor `model.generation_config` sets a value (instead of
+    # transformers' text defaults: greedy, top_k=50). The first two are also written into a new model's
+    # generation_config (the filters stay unset there, so a saved greedy config remains valid).
     _generation_defaults: ClassVar[dict[str, Any]] = {
         "do_sample": True,
+        "cache_implementation": "static",
         "temperature": 1.0,
         "top_k": 0,
         "top_p": 1.0,
-        "cache_implementation": "static",
     }
     # generate() arguments of text models that have no image counterpart.
     _unsupported_generate_args: ClassVar[tuple[str, ...]] = (
@@ -828,6 +832,8 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
         if class_labels is None:
             raise ValueError("generate() needs class_labels, e.g. model.generate(class_labels=torch.tensor([207])).")
         labels = torch.as_tensor(class_labels)
+        if not labels.numel():
+            raise ValueError("class_labels is empty; pass at least one class id.")
         if labels.dtype == torch.bool or torch.is_floating_point(labels) or torch.is_complex(labels):
             raise ValueError(
                 f"class_labels must be integer class ids, got {labels.dtype} values {labels.flatten()[:4].tolist()}."
@@ -835,8 +841,6 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
         if labels.ndim > 1 and labels.shape[1:].numel() != 1:
             raise ValueError(f"class_labels must be (B,) or (B, 1) class ids, got shape {tuple(labels.shape)}.")
         labels = labels.reshape(-1).to(device=self.device, dtype=torch.long)
-        if not labels.numel():
-            raise ValueError("class_labels is empty; pass at least one class id.")
         hi = self.model.class_embedding.num_embeddings - 1
         lo_val, hi_val = int(labels.min()), int(labels.max())  # one sync per call, at the API boundary
         if lo_val < 0 or hi_val > hi:
