@@ -290,3 +290,25 @@ def test_vocabulary_guard_suggests_factorization():
         LlamaGenConfig.from_preset("tiny", vocab_size=257**4, factorized_vocab_sizes=[66049] * 2).num_sub_tokens == 2
     )
     assert LlamaGenConfig.from_preset("tiny", vocab_size=33**4).vocab_size == 33**4  # 5 bits/dim still fits
+
+
+@pytest.mark.parametrize(
+    ("flag", "match"),
+    [
+        (["--top_p", "1.5"], "--top_p must be in"),
+        (["--temperature", "-1"], "--temperature must be"),
+        (["--top_k", "-2"], "--top_k must be"),
+        (["--guidance_scale", "nan"], "--guidance_scale must be a finite"),
+    ],
+)
+def test_sample_script_rejects_bad_generation_args(flag, match, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "examples" / "sample_llamagen.py"
+    spec = importlib.util.spec_from_file_location("sample_llamagen_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit):
+        script.main(["--model", "unused", "--output_dir", "unused", *flag])
+    assert match in capsys.readouterr().err
