@@ -39,6 +39,7 @@ def test_defaults_are_llamagen_not_text_defaults(model):
     assert gen.do_sample is True and gen.cache_implementation == "static"
     # The filters are LlamaGen's (none), not transformers' top_k=50: top_k=0 gives the same tokens.
     assert torch.equal(model.generate(LABELS, seed=0), model.generate(LABELS, seed=0, top_k=0, top_p=1.0))
+    assert torch.equal(model.generate(LABELS, seed=0), model.generate(LABELS, seed=0, top_k=None, temperature=None))
     tokens = model.generate(LABELS, seed=0)  # positional class labels, like input_ids
     assert tokens.shape == (2, 16) and tokens.dtype == torch.long  # max_new_tokens defaults to the image's N
     # A checkpoint saved before these defaults existed (empty generation_config) still samples the upstream way,

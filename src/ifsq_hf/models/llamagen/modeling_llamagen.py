@@ -765,6 +765,7 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
     ) -> tuple[GenerationConfig, dict[str, Any]]:
         """transformers' config merge (call kwargs > `generation_config` > `model.generation_config`), with
         LlamaGen's defaults in place of the text defaults (`top_k=50`, greedy, 20 tokens) where nothing was set."""
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None = "not set", as in transformers
         bad = sorted(set(kwargs) & set(self._unsupported_generate_args))
         if bad:
             raise ValueError(
