@@ -119,3 +119,12 @@ def test_compiled_decoding_step_fullgraph_with_static_cache(pair):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     # One graph for every step: the cache length is a tensor, so the positions do not recompile.
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_inputs_embeds_equal_image_tokens(pair):
+    sdpa, _ = pair
+    tokens = torch.randint(0, 64, (2, 9))
+    by_ids = sdpa(class_labels=LABELS, image_tokens=tokens).logits
+    by_embeds = sdpa(class_labels=LABELS, inputs_embeds=sdpa.model.embed_image_tokens(tokens)).logits
+    torch.testing.assert_close(by_embeds, by_ids)
+    assert sdpa(class_labels=LABELS, image_tokens=tokens, logits_to_keep=1).logits.shape == (2, 1, 64)
