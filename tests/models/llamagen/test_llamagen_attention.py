@@ -39,7 +39,7 @@ def test_hidden_states_and_attentions(pair):
         assert len(out.hidden_states) == 4 and all(h.shape == (2, 16, 32) for h in out.hidden_states)
         assert len(out.attentions) == 3 and all(a.shape == (2, 2, 16, 16) for a in out.attentions)
         # Causal: nothing above the diagonal; rows sum to one.
-        assert float(torch.triu(out.attentions[0], diagonal=1).abs().max()) == 0.0
+        assert float(torch.triu(out.attentions[0].detach(), diagonal=1).abs().max()) == 0.0
         torch.testing.assert_close(out.attentions[1].sum(-1), torch.ones(2, 2, 16))
         last = sdpa.model(class_labels=LABELS, image_tokens=tokens).last_hidden_state
         torch.testing.assert_close(out.hidden_states[-1], last, rtol=1e-5, atol=1e-5)
