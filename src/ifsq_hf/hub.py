@@ -203,8 +203,9 @@ def _dit_fields(folder: Path, source: str) -> dict:
         "repa": transformer.get("repa_depth") is not None and transformer.get("repa_feature_dim") is not None,
         "usage": (
             "import torch\n"
-            "from ifsq_hf import iFSQDiTPipeline\n\n"
-            f'pipe = iFSQDiTPipeline.from_pretrained("{source}")\n'
+            "from diffusers import DiffusionPipeline\n\n"
+            "# trust_remote_code: this repo's pipeline_ifsq_dit.py imports the pipeline from the installed ifsq-hf\n"
+            f'pipe = DiffusionPipeline.from_pretrained("{source}", trust_remote_code=True)\n'
             "generator = torch.Generator().manual_seed(0)\n"
             f"images = pipe(class_labels=[{first}, 0], num_inference_steps=4, guidance_scale=2.0, "
             "generator=generator).images\n"
@@ -237,8 +238,10 @@ def _llamagen_fields(folder: Path, config: dict, source: str) -> dict:
         "repa": config.get("repa_depth") is not None and bool(config.get("repa_feature_dim")),
         "usage": (
             "import torch\n"
-            "from ifsq_hf import LlamaGenForImageGeneration, iFSQAutoencoder\n\n"
-            f'model = LlamaGenForImageGeneration.from_pretrained("{source}")\n'
+            "from transformers import AutoModelForCausalLM\n\n"
+            "from ifsq_hf import iFSQAutoencoder\n\n"
+            "# the model code ships with the repo (trust_remote_code); with ifsq_hf imported it is not needed\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{source}", trust_remote_code=True)\n'
             + tokenizer_line
             + "images = model.generate_images(class_labels=[0, 0], tokenizer=tokenizer, guidance_scale=2.0, "
             "generator=torch.Generator().manual_seed(0))\n"
