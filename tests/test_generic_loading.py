@@ -44,13 +44,13 @@ def offline_env(home: Path) -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(home)}
 
 
-def dit_folder(folder: Path) -> Path:
+def dit_folder(folder: Path, id2label: dict = ID2LABEL) -> Path:
     """As ``examples/train_dit.py`` saves: ``make_pipeline(final, vae, id2label).save_pretrained`` + the card."""
     torch.manual_seed(0)
     vae = iFSQAutoencoder.from_preset("test_f4_d4")
     transformer = LightningDiTTransformer2DModel.from_preset("tiny", sample_size=4, in_channels=4, num_classes=3)
     pipe = iFSQDiTPipeline(
-        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=ID2LABEL
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
     )
     pipe.save_pretrained(folder)
     write_run_metadata(folder, {"max_train_steps": 2}, {})
@@ -58,10 +58,10 @@ def dit_folder(folder: Path) -> Path:
     return folder
 
 
-def llamagen_folder(folder: Path) -> Path:
+def llamagen_folder(folder: Path, id2label: dict = ID2LABEL) -> Path:
     """As ``examples/train_llamagen_repa.py`` saves: the model, then its tokenizer in ``tokenizer/``, + the card."""
     torch.manual_seed(0)
-    config = LlamaGenConfig.from_preset("tiny", vocab_size=17**4, num_classes=3, image_token_size=4, id2label=ID2LABEL)
+    config = LlamaGenConfig.from_preset("tiny", vocab_size=17**4, num_classes=3, image_token_size=4, id2label=id2label)
     LlamaGenForImageGeneration(config).save_pretrained(folder)
     iFSQAutoencoder.from_preset("test_f4_d4").save_pretrained(folder / "tokenizer")
     write_run_metadata(folder, {"max_train_steps": 2}, {})
