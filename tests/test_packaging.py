@@ -120,19 +120,21 @@ def test_metadata_has_lower_bounds_license_and_all_files(dists):
 
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_runs_the_readme_snippet(dists, tmp_path):
+    # no PYTHONPATH & co. from this session: the fresh venv sees only what is installed into it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "home"), PYTHONNOUSERSITE="1")
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    run([sys.executable, "-m", "venv", str(venv)], env=env)
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    purelib = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip()
-    # the dependencies of this environment, not its .pth files (the editable ifsq_hf stays out of sight)
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+    # the wheel first (pip would take the editable install it sees through the .pth below as "already installed")
+    run([*pip, "install", "--no-deps", "--no-index", "-q", str(dists["wheel"])], env=env)
+    # then the dependencies of this environment, not its .pth files (its editable ifsq_hf stays out of sight)
+    purelib = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=env).strip()
     ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
     Path(purelib, "_ifsq_hf_test_dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
-    run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
-         "--disable-pip-version-check", str(dists["wheel"])])  # fmt: skip
     # every declared dependency is satisfied by what the venv sees (other packages' complaints are not ours)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "check"], capture_output=True, text=True
-    )
+    proc = subprocess.run([*pip, "check"], capture_output=True, text=True, env=env)
     assert not [line for line in proc.stdout.splitlines() if line.lower().startswith("ifsq-hf ")], proc.stdout
 
     # the README's folders, as `make demo` writes them (tiny models; the snippet only needs the layout)
@@ -150,8 +152,6 @@ def test_wheel_in_a_fresh_venv_runs_the_readme_snippet(dists, tmp_path):
         f"assert not any(p.startswith({str(REPO)!r}) for p in sys.path if p), sys.path\n"
         "print('FROM', ifsq_hf.__file__)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "home"), PYTHONNOUSERSITE="1")
     out = run([str(python), "-I", "-c", probe + snippet + "\nprint('SNIPPET OK', len(samples))"], cwd=work, env=env)
     assert "SNIPPET OK 2" in out and "FROM " + str(venv) in out
     assert "usage: ifsq-hf" in run([str(venv / "bin" / "ifsq-hf"), "--help"], cwd=work, env=env)

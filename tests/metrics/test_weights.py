@@ -46,7 +46,7 @@ def register(monkeypatch, sha256):
 def test_installed_weight_files_match_their_checksums():
     found = {name: find_weight_file(name) for name in WEIGHT_FILES}
     if not any(found.values()):
-        pytest.skip("no LPIPS/FID weight files on this machine (python -m ifsq_hf.metrics.weights fetches them)")
+        pytest.skip("no LPIPS/FID weight files on this machine (python -m ifsq_hf.metrics fetches them)")
     for name, path in found.items():
         if path is not None:
             assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == WEIGHT_FILES[name].sha256
@@ -75,7 +75,7 @@ def test_a_wrong_checksum_keeps_nothing(fake_index, monkeypatch):
 def test_offline_gives_the_fix(fake_index, monkeypatch):
     register(monkeypatch, "0" * 64)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match=r"HF_HUB_OFFLINE.*python -m ifsq_hf\.metrics\.weights"):
+    with pytest.raises(FileNotFoundError, match=r"HF_HUB_OFFLINE.*python -m ifsq_hf\.metrics"):
         weight_file("fake", what="LPIPS")
     with pytest.raises(ValueError, match="unknown weight file"):
         find_weight_file("nope")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .weights import find_weight_file, weight_file
 
-_INSTALL = "python -m ifsq_hf.metrics.weights fid-inception"
+_INSTALL = "python -m ifsq_hf.metrics fid-inception"
 
 
 def default_inception_weights() -> str | None:

