@@ -15,11 +15,11 @@ import os
 import warnings
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..utils.import_utils import require
 from .weights import find_weight_file, weight_file
 
 _INSTALL = "python -m ifsq_hf.metrics fid-inception"
@@ -73,7 +73,7 @@ class InceptionV3FeatureExtractor(nn.Module):
 def _sqrtm_real(a: np.ndarray) -> tuple[np.ndarray, bool]:
     with warnings.catch_warnings():  # singularity is detected and handled below
         warnings.simplefilter("ignore")
-        root = scipy.linalg.sqrtm(a)
+        root = require("scipy.linalg", "metrics").sqrtm(a)
     if isinstance(root, tuple):  # older scipy with disp=False semantics
         root = root[0]
     ok = bool(np.all(np.isfinite(root)))

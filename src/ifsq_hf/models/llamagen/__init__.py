@@ -9,7 +9,6 @@ from .modeling_llamagen import (
     LlamaGenModel,
     LlamaGenModelOutput,
     LlamaGenPreTrainedModel,
-    convert_llamagen_state_dict,
 )
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "LlamaGenModel",
     "LlamaGenModelOutput",
     "LlamaGenPreTrainedModel",
-    "convert_llamagen_state_dict",
 ]
 
 # With this package imported, the Auto classes know the model (no trust_remote_code needed) ...
