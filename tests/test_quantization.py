@@ -326,6 +326,20 @@ def test_utilization_of_factorized_indices():
     )
 
 
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_codes_indices_and_gradients():
+    """``torch.compile(quantizer)`` (the benchmark's ``--compile`` rows) fuses the one path; about 10 s to compile."""
+    q = FiniteScalarQuantizer([17, 9, 17], factorized_dims=[2, 1])
+    compiled = torch.compile(q)
+    z = (torch.randn(2, 3, 8, 8) * 2).requires_grad_()
+    w = torch.randn(2, 3, 8, 8)
+    eager, fused = q(z), compiled(z)
+    assert torch.equal(eager.codes, fused.codes) and torch.equal(eager.indices, fused.indices)
+    (g_eager,) = torch.autograd.grad((eager.codes * w).sum(), z)
+    (g_fused,) = torch.autograd.grad((fused.codes * w).sum(), z)
+    assert torch.allclose(g_eager, g_fused, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- no device sync on the forward path
 
 
