@@ -59,17 +59,20 @@ def levels_from_bits(bits_per_dim: int, num_dims: int) -> list[int]:
     return [2 ** int(bits_per_dim) + 1] * int(num_dims)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _int_list(values, name: str, minimum: int, hint: str) -> list[int]:
     """``values`` as a non-empty list of Python ints >= ``minimum``; floats and bools are refused, not truncated."""
-    if isinstance(values, torch.Tensor):
-        values = values.tolist()
+    values = values.tolist() if isinstance(values, torch.Tensor) else values
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
         raise ValueError(f"{name} must be a non-empty list of integers >= {minimum}, {hint}; got {values!r}.")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
-            raise ValueError(
-                f"every entry of {name} must be an integer >= {minimum}, got {v!r} in {list(values)}; {hint}."
-            )
+    bad = [v for v in values if not _is_int(v) or v < minimum]
+    if bad:
+        raise ValueError(
+            f"every entry of {name} must be an integer >= {minimum}, got {bad[0]!r} in {list(values)}; {hint}."
+        )
     return [int(v) for v in values]
 
 
@@ -91,29 +94,27 @@ class QuantizerOutput:
 
 
 class _BoundRound(torch.autograd.Function):
-    """Bound, round, index and scale fp32 ``z`` in place on one temporary; the gradient is straight-through.
+    """Bound, round, index and scale channel-last fp32 ``z`` in place on one temporary; straight-through gradient.
 
     Backward recomputes the bound's derivative from ``z`` (the only saved tensor), so no intermediate is kept.
     """
 
     @staticmethod
-    def forward(ctx, z, fsq: FiniteScalarQuantizer, cdim: int, return_indices: bool):
-        q = fsq._bound(z, cdim).round_()
-        indices = fsq._q_to_indices(q, cdim) if return_indices else None
-        ctx.fsq, ctx.cdim = fsq, cdim
+    def forward(ctx, z, fsq: FiniteScalarQuantizer, return_indices: bool):
+        q = fsq._bound(z).round_()
+        indices = fsq._q_to_indices(q) if return_indices else None
+        ctx.fsq = fsq
         ctx.save_for_backward(z)
-        return q.div_(fsq._const("half_width", cdim, q)), indices
+        return q.div_(fsq._const("half_width", q)), indices
 
     @staticmethod
     def backward(ctx, grad, _):
         (z,) = ctx.saved_tensors
-        return ctx.fsq._bound_grad(z, grad, ctx.cdim), None, None, None
+        return ctx.fsq._bound_grad(z, grad), None, None
 
 
 class FiniteScalarQuantizer(nn.Module):
-    """FSQ / iFSQ quantizer.
-
-    Every argument is validated here, once; ``forward`` only checks shapes and dtypes (no device sync).
+    """FSQ / iFSQ quantizer: one forward path, validated arguments, no device sync in ``forward``.
 
     Args:
         levels: number of levels per channel, any integers >= 2 (e.g. ``[17, 17, 17, 17]``).
@@ -130,13 +131,11 @@ class FiniteScalarQuantizer(nn.Module):
             pre-quantization activations for monitoring, as the official ``RunningFSQ`` does. They never change
             the output.
         momentum: update rate of the running statistics, in ``[0, 1]``.
-        check_finite: raise a ``ValueError`` when the input holds NaN/inf. Off by default: the check reads a
-            value back from the device, which synchronises it on every forward. Without it NaN inputs give
-            meaningless indices (use it while debugging a diverging encoder).
+        check_finite: raise a ``ValueError`` on NaN/inf input. Off by default because the check reads a value
+            back from the device (a sync per forward); without it NaN input gives meaningless indices.
         projection_bias: bias of the optional projections.
 
-    The whole forward is one path (bound, round, indices in fp32 with autocast disabled); ``torch.compile(quantizer)``
-    fuses it into one kernel.
+    ``torch.compile(quantizer)`` fuses the forward (bound, rounding, indices) into one kernel.
     """
 
     def __init__(
@@ -153,71 +152,62 @@ class FiniteScalarQuantizer(nn.Module):
         projection_bias: bool = True,
     ):
         super().__init__()
-        levels = _int_list(
-            levels, "levels", 2, "e.g. [17, 17, 17, 17] (levels_from_bits(bits, dims) gives 2**bits + 1)"
-        )
-        if bound not in BOUNDS:
-            raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}.")
-        even = [level for level in levels if level % 2 == 0]
-        if bound == "ifsq" and even:
-            raise ValueError(
-                f"the iFSQ bound needs odd levels (a grid symmetric around 0), got even levels {even} in {levels}. "
-                "Use 2**bits + 1 levels (e.g. 17 for 4 bits, see levels_from_bits) or bound='tanh'."
-            )
-        for name, value in (("alpha", alpha), ("eps", eps)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-        if bound == "ifsq" and alpha == 0:
-            raise ValueError("alpha must be > 0 for the iFSQ bound (1.6 is the paper's value).")
-        if max(levels) > _FP32_EXACT:
-            raise ValueError(f"levels above 2**24 cannot be represented exactly in float32, got {levels}.")
-        if bound == "tanh" and (max(levels) - 1) * eps >= 1:
-            raise ValueError(
-                f"the tanh bound widens the range by eps={eps}, which pushes {max(levels)} levels past their last "
-                "bin ((L - 1) * eps must stay below 1). Lower eps or use bound='ifsq' (odd levels)."
-            )
-        if math.prod(levels) > 2**63 - 1:
-            raise ValueError(
-                f"prod(levels) = {math.prod(levels)} does not fit in int64; use fewer levels or channels "
-                "(or factorized_dims, and keep the per-group indices)."
-            )
-        codebook_dim = len(levels)
-        hint = f"channels per index group, summing to len(levels) = {codebook_dim}"
+        levels = _int_list(levels, "levels", 2, "e.g. [17] * 4 (levels_from_bits(bits, dims) gives 2**bits + 1)")
+        n = len(levels)
         factorized_dims = (
-            [codebook_dim] if factorized_dims is None else _int_list(factorized_dims, "factorized_dims", 1, hint)
+            [n] if factorized_dims is None else _int_list(factorized_dims, "factorized_dims", 1, "channels per group")
         )
-        if sum(factorized_dims) != codebook_dim:
-            raise ValueError(f"factorized_dims must sum to len(levels) = {codebook_dim}, got {factorized_dims}.")
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1):
-            raise ValueError(f"dim must be a positive integer (the input channels) or None, got {dim!r}.")
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}.")
+        for name, value in (("alpha", alpha), ("eps", eps), ("momentum", momentum)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+        even = [level for level in levels if level % 2 == 0]
+        problems = [
+            (bound not in BOUNDS, f"bound must be one of {BOUNDS}, got {bound!r}."),
+            (
+                bound == "ifsq" and even,
+                f"the iFSQ bound needs odd levels (a grid symmetric around 0), got even levels {even} in {levels}. "
+                "Use 2**bits + 1 levels (e.g. 17 for 4 bits, see levels_from_bits) or bound='tanh'.",
+            ),
+            (bound == "ifsq" and alpha == 0, "alpha must be > 0 for the iFSQ bound (the paper's value is 1.6)."),
+            (max(levels) > _FP32_EXACT, f"levels above 2**24 cannot be represented exactly in float32: {levels}."),
+            (
+                bound == "tanh" and (max(levels) - 1) * eps >= 1,
+                f"the tanh bound widens the range by eps={eps}, which pushes {max(levels)} levels past their last "
+                "bin ((L - 1) * eps must stay below 1). Lower eps or use bound='ifsq' (odd levels).",
+            ),
+            (
+                math.prod(levels) >= 2**63,
+                f"prod(levels) = {math.prod(levels)} does not fit in int64; use fewer levels or channels "
+                "(or factorized_dims, and keep the per-group indices).",
+            ),
+            (sum(factorized_dims) != n, f"factorized_dims must sum to len(levels) = {n}, got {factorized_dims}."),
+            (dim is not None and not (_is_int(dim) and dim >= 1), f"dim must be a positive integer, got {dim!r}."),
+            (momentum > 1, f"momentum must lie in [0, 1], got {momentum!r}."),
+        ]
+        for failed, message in problems:
+            if failed:
+                raise ValueError(message)
 
         self.levels, self.bound, self.alpha, self.eps = levels, bound, float(alpha), float(eps)
-        self.codebook_dim = codebook_dim
-        self.dim = codebook_dim if dim is None else int(dim)
-        self.factorized_dims = factorized_dims
+        self.codebook_dim, self.dim, self.factorized_dims = n, n if dim is None else int(dim), factorized_dims
         starts = [sum(factorized_dims[:g]) for g in range(len(factorized_dims))]
         self.group_levels = [levels[s : s + d] for s, d in zip(starts, factorized_dims)]
         self.group_sizes = [math.prod(group) for group in self.group_levels]
         self.codebook_size = math.prod(levels)
-        self.check_finite = bool(check_finite)
-        self.momentum = float(momentum)
-        self._consts = _channel_constants(levels, bound, self.eps)
+        self.check_finite, self.momentum = bool(check_finite), float(momentum)
+        self._consts, self._cache = _channel_constants(levels, bound, self.eps), {}
         self._uniform = len(set(levels)) == 1
         self._has_offset = bound == "tanh" and bool(even)
-        half = (levels[0] - 1) / 2  # 2y*h - h == (2y - 1)*h bit for bit when h is a power of two
-        self._half_l_pow2 = self._uniform and bound == "ifsq" and math.log2(half).is_integer()
-        self._cache: dict = {}
-
+        # 2y*h - h == (2y - 1)*h bit for bit when h is a power of two: one pass fewer
+        self._half_l_pow2 = self._uniform and bound == "ifsq" and math.log2((levels[0] - 1) / 2).is_integer()
         self.project_in = self.project_out = None
-        if self.dim != codebook_dim:
-            self.project_in = nn.Linear(self.dim, codebook_dim, bias=projection_bias)
-            self.project_out = nn.Linear(codebook_dim, self.dim, bias=projection_bias)
+        if self.dim != n:
+            self.project_in = nn.Linear(self.dim, n, bias=projection_bias)
+            self.project_out = nn.Linear(n, self.dim, bias=projection_bias)
         self.track_running_stats = track_running_stats
         if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(1, codebook_dim, 1, 1))
-            self.register_buffer("running_var", torch.ones(1, codebook_dim, 1, 1))
+            self.register_buffer("running_mean", torch.zeros(1, n, 1, 1))
+            self.register_buffer("running_var", torch.ones(1, n, 1, 1))
 
     @classmethod
     def from_bits(cls, bits_per_dim: int, num_dims: int, **kwargs) -> FiniteScalarQuantizer:
@@ -238,75 +228,66 @@ class FiniteScalarQuantizer(nn.Module):
         groups = f", factorized_dims={self.factorized_dims}" if self.num_groups > 1 else ""
         return f"levels={self.levels}, bound={self.bound!r}{alpha}, dim={self.dim}{groups}"
 
-    # ------------------------------------------------------------------ math (fp32)
-    def _const(self, name: str, cdim: int, ref: torch.Tensor):
-        """Per-channel constant: a Python float when all levels are equal, else a broadcastable fp32 tensor,
-        cached per device so that no forward copies from the host."""
-        values = self._consts[name]
+    # ------------------------------------------------------------------ math, on channel-last fp32 views
+    def _const(self, name: str, ref: torch.Tensor):
+        """Per-channel constant: a Python float when all levels are equal, else a ``(C,)`` fp32 tensor cached per
+        device (so that no forward copies from the host)."""
         if self._uniform:
-            return values[0]
-        key = (name, ref.ndim, cdim, ref.device)
-        t = self._cache.get(key)
+            return self._consts[name][0]
+        t = self._cache.get((name, ref.device))
         if t is None:
-            shape = [1] * ref.ndim
-            shape[cdim] = -1
-            t = torch.tensor(values, dtype=torch.float32, device=ref.device).view(shape)
+            t = torch.tensor(self._consts[name], dtype=torch.float32, device=ref.device)
             if not torch.compiler.is_compiling():
-                self._cache[key] = t
+                self._cache[(name, ref.device)] = t
         return t
 
-    def _bound(self, z: torch.Tensor, cdim: int) -> torch.Tensor:
+    def _bound(self, z: torch.Tensor) -> torch.Tensor:
         """``bound(z) * half_l`` before rounding, in the official order of operations, in place on one temporary."""
-        half_l = self._const("half_l", cdim, z)
+        half_l = self._const("half_l", z)
         if self.bound == "ifsq":
             y = torch.sigmoid_(z * self.alpha)
-            if self._half_l_pow2:
-                return y.mul_(2.0 * half_l).sub_(half_l)
-            return y.mul_(2.0).sub_(1.0).mul_(half_l)
+            return y.mul_(2.0 * half_l).sub_(half_l) if self._half_l_pow2 else y.mul_(2.0).sub_(1.0).mul_(half_l)
         if not self._has_offset:
             return torch.tanh(z).mul_(half_l)
-        y = torch.tanh_(z + self._const("shift", cdim, z)).mul_(half_l)
-        return y.sub_(self._const("offset", cdim, z))
+        return torch.tanh_(z + self._const("shift", z)).mul_(half_l).sub_(self._const("offset", z))
 
-    def _bound_grad(self, z: torch.Tensor, grad: torch.Tensor, cdim: int) -> torch.Tensor:
+    def _bound_grad(self, z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """``grad * d(codes)/dz`` of the straight-through quantizer, i.e. ``grad * bound'(z) * half_l / (L // 2)``."""
-        scale = self._const("half_l", cdim, z) / self._const("half_width", cdim, z)
+        scale = self._const("half_l", z) / self._const("half_width", z)
         if self.bound == "ifsq":
             s = torch.sigmoid_(z * self.alpha)
             out = grad * s
             out.addcmul_(out, s, value=-1.0)  # grad * s * (1 - s)
             return out.mul_(scale * (2.0 * self.alpha))  # d/dz (2 sigmoid(a z) - 1) = 2 a s (1 - s)
-        t = torch.tanh_(z + self._const("shift", cdim, z)) if self._has_offset else torch.tanh(z)
+        t = torch.tanh_(z + self._const("shift", z)) if self._has_offset else torch.tanh(z)
         return torch.addcmul(grad, grad * t, t, value=-1.0).mul_(scale)  # grad * (1 - t^2)
 
-    def _q_to_indices(self, q: torch.Tensor, cdim: int) -> torch.Tensor:
-        """Exact int64 indices from the centred integer levels ``q`` (a float tensor holding integers).
+    def _q_to_indices(self, q: torch.Tensor) -> torch.Tensor:
+        """Exact int64 indices from the centred integer levels ``q`` (floats holding integers, channel-last).
 
         Horner's scheme over each group's channels, most significant first, plus the constant of the centring.
         Groups of at most 2**24 codes stay in float32, where every partial result is an exact integer
         (elementwise ops only, so TF32 cannot round); larger groups run in int64.
         """
-        cdim, start, out = cdim % q.ndim, 0, []
+        start, out = 0, []
         for group, size in zip(self.group_levels, self.group_sizes):
             acc = None
             for c in reversed(range(start, start + len(group))):
-                qc = q.select(cdim, c) if size <= _FP32_EXACT else q.select(cdim, c).long()
+                qc = q[..., c] if size <= _FP32_EXACT else q[..., c].long()
                 acc = qc if acc is None else torch.add(qc, acc, alpha=self.levels[c])
-            acc = (acc + sum((level // 2) * math.prod(group[:i]) for i, level in enumerate(group))).long()
-            out.append(acc)
+            out.append((acc + sum((lv // 2) * math.prod(group[:i]) for i, lv in enumerate(group))).long())
             start += len(group)
         return out[0] if len(out) == 1 else torch.stack(out, dim=-1)
 
-    # ------------------------------------------------------------------ boundary checks (shapes and dtypes only)
+    # ------------------------------------------------------------------ boundary checks
     def _channel_dim(self, x: torch.Tensor, what: str, channels: int) -> int:
-        """Channel dim of ``x`` (1 for 4+ dims, -1 for 2-3 dims), checking that it holds ``channels`` channels."""
+        """Channel dim of ``x`` (1 for 4+ dims, -1 for 2-3 dims), checking dtype, rank and channel count."""
         if not torch.is_tensor(x) or not torch.is_floating_point(x):
             got = x.dtype if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"{what} must be a floating-point tensor, got {got}; convert it with .float().")
         if x.ndim < 2:
             raise ValueError(
-                f"{what} must have a batch and a channel dim: (B, C, H, W), (B, N, C) or (N, C); got shape "
-                f"{tuple(x.shape)}."
+                f"{what} needs a batch and a channel dim ((B, C, H, W), (B, N, C) or (N, C)), got {tuple(x.shape)}."
             )
         cdim = 1 if x.ndim >= 4 else -1
         if x.shape[cdim] != channels:
@@ -319,32 +300,33 @@ class FiniteScalarQuantizer(nn.Module):
         return cdim
 
     def _check_indices(self, indices: torch.Tensor, grouped: bool | None = None) -> torch.Tensor:
-        """int64 ``indices`` with every value in range (per group when ``grouped``, the quantizer's layout by default)."""
+        """int64 ``indices``, every value in range (per group when ``grouped``; the quantizer's layout by default)."""
         grouped = self.num_groups > 1 if grouped is None else grouped
-        if not torch.is_tensor(indices):
-            raise ValueError(f"indices must be a tensor, got {type(indices).__name__}.")
-        if indices.dtype == torch.bool or torch.is_floating_point(indices) or torch.is_complex(indices):
-            raise ValueError(f"indices must be an integer tensor, got {indices.dtype}; cast with .long().")
-        if indices.ndim < (2 if grouped else 1):
-            raise ValueError(f"indices need at least {2 if grouped else 1} dims, got shape {tuple(indices.shape)}.")
-        if grouped and indices.shape[-1] != self.num_groups:
+        if (
+            not torch.is_tensor(indices)
+            or indices.dtype == torch.bool
+            or indices.is_floating_point()
+            or indices.is_complex()
+        ):
+            got = indices.dtype if torch.is_tensor(indices) else type(indices).__name__
+            raise ValueError(f"indices must be an integer tensor, got {got}; cast with .long().")
+        if grouped and (indices.ndim < 2 or indices.shape[-1] != self.num_groups):
             raise ValueError(
                 f"factorized indices need a trailing group dim of size {self.num_groups}, got shape "
                 f"{tuple(indices.shape)}. Convert global indices with global_to_group_indices()."
             )
-        indices = indices.long()
-        sizes = self.group_sizes if grouped else [self.codebook_size]
-        flat = indices.reshape(-1, len(sizes))
-        if flat.shape[0]:
-            lo, hi = flat.amin(0).tolist(), flat.amax(0).tolist()
-            for g, size in enumerate(sizes):
-                if lo[g] < 0 or hi[g] >= size:
-                    what = f"group {g} indices" if grouped else "indices"
-                    raise ValueError(
-                        f"{what} must lie in [0, {size - 1}] for levels {self.group_levels[g] if grouped else self.levels}, "
-                        f"got values in [{lo[g]}, {hi[g]}]. Check that the tokens come from a tokenizer with the same levels."
-                    )
-        return indices
+        sizes, levels = (self.group_sizes, self.group_levels) if grouped else ([self.codebook_size], [self.levels])
+        flat = indices.long().reshape(-1, len(sizes))
+        lo, hi = (
+            (flat.amin(0).tolist(), flat.amax(0).tolist()) if flat.numel() else ([0] * len(sizes), [0] * len(sizes))
+        )
+        for g, size in enumerate(sizes):
+            if lo[g] < 0 or hi[g] >= size:
+                raise ValueError(
+                    f"{f'group {g} ' if grouped else ''}indices must lie in [0, {size - 1}] for levels {levels[g]}, got "
+                    f"values in [{lo[g]}, {hi[g]}]. Check that the tokens come from a tokenizer with the same levels."
+                )
+        return indices.long()
 
     # ------------------------------------------------------------------ public API
     def forward(
@@ -358,26 +340,21 @@ class FiniteScalarQuantizer(nn.Module):
         cdim = self._channel_dim(z, "quantizer input", self.dim)
         if self.check_finite and not torch.isfinite(z).all():
             raise ValueError(
-                f"quantizer input has {int((~torch.isfinite(z)).sum())} non-finite values (NaN/inf) out of "
-                f"{z.numel()}: the encoder diverged. Lower the learning rate, enable gradient clipping, or check "
-                "the data for NaNs."
+                f"quantizer input has {int((~torch.isfinite(z)).sum())} non-finite values (NaN/inf) of {z.numel()}: "
+                "the encoder diverged. Lower the learning rate, clip gradients, or check the data for NaNs."
             )
         with torch.autocast(device_type=z.device.type, enabled=False):
-            h = z.float()
-            if self.project_in is not None:
-                h = _linear(h, self.project_in, cdim)
+            h = _linear(z.float().movedim(cdim, -1), self.project_in)  # a channel-last view, no copy
             if self.track_running_stats and self.training:
                 with torch.no_grad():
-                    dims = [d for d in range(h.ndim) if d != cdim % h.ndim]
+                    dims = tuple(range(h.ndim - 1))
                     for buf, stat in (
                         (self.running_mean, h.mean(dims)),
-                        (self.running_var, h.var(dims, unbiased=False)),
+                        (self.running_var, h.var(dims, correction=0)),
                     ):
                         buf.mul_(1 - self.momentum).add_(self.momentum * stat.view(1, -1, 1, 1))
-            codes, indices = _BoundRound.apply(h, self, cdim, return_indices)
-            if self.project_out is not None:
-                codes = _linear(codes, self.project_out, cdim)
-        codes = codes.to(z.dtype)
+            codes, indices = _BoundRound.apply(h, self, return_indices)
+            codes = _linear(codes, self.project_out).movedim(-1, cdim).to(z.dtype)
         return QuantizerOutput(codes=codes, indices=indices) if return_dict else (codes, indices)
 
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
@@ -389,19 +366,19 @@ class FiniteScalarQuantizer(nn.Module):
         to the nearest level. NaN and values outside ``[-1, 1]`` raise (this check reads back from the device)."""
         cdim = self._channel_dim(codes, "codes", self.codebook_dim)
         with torch.autocast(device_type=codes.device.type, enabled=False):
-            q = (codes.float() * self._const("half_width", cdim, codes)).round_()
-            inside = (q >= -self._const("half_width", cdim, q)) & (q <= self._const("top", cdim, q))
+            c = codes.float().movedim(cdim, -1)
+            q = (c * self._const("half_width", c)).round_()
+            inside = (q >= -self._const("half_width", q)) & (q <= self._const("top", q))
             if not bool(inside.all()):
                 raise ValueError(
                     f"codes must be finite quantized values in [-1, 1], got {int((~inside).sum())} values that are "
-                    f"not (e.g. {codes[~inside][0].item()}); pass quantized codes such as quantizer(z).codes."
+                    f"not (e.g. {c[~inside][0].item()}); pass quantized codes such as quantizer(z).codes."
                 )
-            return self._q_to_indices(q, cdim)
+            return self._q_to_indices(q)
 
     def indices_to_digits(self, indices: torch.Tensor) -> torch.Tensor:
         """Per-channel integer digits in ``[0, L - 1]``, shape ``(..., C)`` (channel-last), validated like indices."""
-        indices = self._check_indices(indices)
-        digits = []
+        indices, digits = self._check_indices(indices), []
         for g, group in enumerate(self.group_levels):
             idx = indices[..., g] if self.num_groups > 1 else indices
             digits += [torch.div(idx, math.prod(group[:i]), rounding_mode="floor") % lv for i, lv in enumerate(group)]
@@ -419,13 +396,9 @@ class FiniteScalarQuantizer(nn.Module):
             raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}.")
         digits = self.indices_to_digits(indices)
         with torch.autocast(device_type=digits.device.type, enabled=False):
-            half = self._const("half_width", -1, digits)
-            codes = (digits.float() - half) / half
-            if project_out and self.project_out is not None:
-                codes = _linear(codes, self.project_out, -1)
-        if digits.ndim >= 4:  # (B, *spatial, C) with >= 2 spatial dims -> channel-first
-            codes = codes.movedim(-1, 1)
-        return codes.to(dtype)
+            half = self._const("half_width", digits)
+            codes = _linear((digits.float() - half) / half, self.project_out if project_out else None)
+        return (codes.movedim(-1, 1) if digits.ndim >= 4 else codes).to(dtype)  # >= 2 spatial dims: channel-first
 
     def group_indices_to_global(self, indices: torch.Tensor) -> torch.Tensor:
         """``(..., G)`` per-group indices -> ``(...)`` global indices (equal to the single-group index)."""
@@ -448,29 +421,23 @@ class FiniteScalarQuantizer(nn.Module):
 def _channel_constants(levels: list[int], bound: str, eps: float) -> dict[str, list[float]]:
     """Per-channel constants, computed in float32 exactly as the official ``GroupFSQ`` does (bit-compatibility)."""
     lv = torch.tensor(levels, dtype=torch.int32)
-    if bound == "tanh":
-        half_l = (lv - 1) * (1 + eps) / 2
-        offset = torch.where(lv % 2 == 0, 0.5, 0.0).float()
-        shift = (offset / half_l).atanh()
-    else:
-        half_l = ((lv - 1) / 2).float()
-        offset = shift = torch.zeros(len(levels))
+    half_l = (lv - 1) * (1 + eps) / 2 if bound == "tanh" else ((lv - 1) / 2).float()
+    offset = torch.where(lv % 2 == 0, 0.5, 0.0).float() if bound == "tanh" else torch.zeros(len(levels))
     width = [float(level // 2) for level in levels]
     return {
         "half_l": half_l.tolist(),
         "offset": offset.tolist(),
-        "shift": shift.tolist(),
+        "shift": (offset / half_l).atanh().tolist(),
         "half_width": width,
         "top": [level - 1 - w for level, w in zip(levels, width)],
     }
 
 
-def _linear(h: torch.Tensor, linear: nn.Linear, cdim: int) -> torch.Tensor:
-    """``linear`` in fp32 over the channel dim ``cdim``."""
-    bias = None if linear.bias is None else linear.bias.float()
-    if cdim % h.ndim == h.ndim - 1:
-        return F.linear(h, linear.weight.float(), bias)
-    return F.linear(h.movedim(cdim, -1), linear.weight.float(), bias).movedim(-1, cdim)
+def _linear(h: torch.Tensor, linear: nn.Linear | None) -> torch.Tensor:
+    """``linear`` in fp32 over the last (channel) dim; identity for ``None``."""
+    if linear is None:
+        return h
+    return F.linear(h, linear.weight.float(), None if linear.bias is None else linear.bias.float())
 
 
 # ---------------------------------------------------------------------- codebook statistics (the one implementation)
