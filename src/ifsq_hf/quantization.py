@@ -94,23 +94,23 @@ class QuantizerOutput:
 
 
 class _BoundRound(torch.autograd.Function):
-    """Bound, round, index and scale channel-last fp32 ``z`` in place on one temporary; straight-through gradient.
+    """Bound, round, index and scale fp32 ``z`` in place on one temporary; the gradient is straight-through.
 
     Backward recomputes the bound's derivative from ``z`` (the only saved tensor), so no intermediate is kept.
     """
 
     @staticmethod
-    def forward(ctx, z, fsq: FiniteScalarQuantizer, return_indices: bool):
-        q = fsq._bound(z).round_()
-        indices = fsq._q_to_indices(q) if return_indices else None
-        ctx.fsq = fsq
+    def forward(ctx, z, fsq: FiniteScalarQuantizer, cdim: int, return_indices: bool):
+        q = fsq._bound(z, cdim).round_()
+        indices = fsq._q_to_indices(q, cdim) if return_indices else None
+        ctx.fsq, ctx.cdim = fsq, cdim
         ctx.save_for_backward(z)
-        return q.div_(fsq._const("half_width", q)), indices
+        return q.div_(fsq._const("half_width", cdim, q)), indices
 
     @staticmethod
     def backward(ctx, grad, _):
         (z,) = ctx.saved_tensors
-        return ctx.fsq._bound_grad(z, grad), None, None
+        return ctx.fsq._bound_grad(z, grad, ctx.cdim), None, None, None
 
 
 class FiniteScalarQuantizer(nn.Module):
@@ -228,42 +228,45 @@ class FiniteScalarQuantizer(nn.Module):
         groups = f", factorized_dims={self.factorized_dims}" if self.num_groups > 1 else ""
         return f"levels={self.levels}, bound={self.bound!r}{alpha}, dim={self.dim}{groups}"
 
-    # ------------------------------------------------------------------ math, on channel-last fp32 views
-    def _const(self, name: str, ref: torch.Tensor):
-        """Per-channel constant: a Python float when all levels are equal, else a ``(C,)`` fp32 tensor cached per
-        device (so that no forward copies from the host)."""
+    # ------------------------------------------------------------------ math (fp32, channel dim ``cdim``)
+    def _const(self, name: str, cdim: int, ref: torch.Tensor):
+        """Per-channel constant: a Python float when all levels are equal, else an fp32 tensor broadcasting over
+        ``ref``'s channel dim, cached per device (so that no forward copies from the host)."""
         if self._uniform:
             return self._consts[name][0]
-        t = self._cache.get((name, ref.device))
-        if t is None:
-            t = torch.tensor(self._consts[name], dtype=torch.float32, device=ref.device)
-            if not torch.compiler.is_compiling():
-                self._cache[(name, ref.device)] = t
-        return t
+        key = (name, ref.ndim, cdim % ref.ndim, ref.device)
+        if key not in self._cache:
+            shape = [1] * ref.ndim
+            shape[cdim] = -1
+            t = torch.tensor(self._consts[name], dtype=torch.float32, device=ref.device).view(shape)
+            if torch.compiler.is_compiling():  # the cache is filled in eager mode only
+                return t
+            self._cache[key] = t
+        return self._cache[key]
 
-    def _bound(self, z: torch.Tensor) -> torch.Tensor:
+    def _bound(self, z: torch.Tensor, cdim: int) -> torch.Tensor:
         """``bound(z) * half_l`` before rounding, in the official order of operations, in place on one temporary."""
-        half_l = self._const("half_l", z)
+        half_l = self._const("half_l", cdim, z)
         if self.bound == "ifsq":
             y = torch.sigmoid_(z * self.alpha)
             return y.mul_(2.0 * half_l).sub_(half_l) if self._half_l_pow2 else y.mul_(2.0).sub_(1.0).mul_(half_l)
         if not self._has_offset:
             return torch.tanh(z).mul_(half_l)
-        return torch.tanh_(z + self._const("shift", z)).mul_(half_l).sub_(self._const("offset", z))
+        return torch.tanh_(z + self._const("shift", cdim, z)).mul_(half_l).sub_(self._const("offset", cdim, z))
 
-    def _bound_grad(self, z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    def _bound_grad(self, z: torch.Tensor, grad: torch.Tensor, cdim: int) -> torch.Tensor:
         """``grad * d(codes)/dz`` of the straight-through quantizer, i.e. ``grad * bound'(z) * half_l / (L // 2)``."""
-        scale = self._const("half_l", z) / self._const("half_width", z)
+        scale = self._const("half_l", cdim, z) / self._const("half_width", cdim, z)
         if self.bound == "ifsq":
             s = torch.sigmoid_(z * self.alpha)
             out = grad * s
             out.addcmul_(out, s, value=-1.0)  # grad * s * (1 - s)
             return out.mul_(scale * (2.0 * self.alpha))  # d/dz (2 sigmoid(a z) - 1) = 2 a s (1 - s)
-        t = torch.tanh_(z + self._const("shift", z)) if self._has_offset else torch.tanh(z)
+        t = torch.tanh_(z + self._const("shift", cdim, z)) if self._has_offset else torch.tanh(z)
         return torch.addcmul(grad, grad * t, t, value=-1.0).mul_(scale)  # grad * (1 - t^2)
 
-    def _q_to_indices(self, q: torch.Tensor) -> torch.Tensor:
-        """Exact int64 indices from the centred integer levels ``q`` (floats holding integers, channel-last).
+    def _q_to_indices(self, q: torch.Tensor, cdim: int) -> torch.Tensor:
+        """Exact int64 indices from the centred integer levels ``q`` (floats holding integers, channels in ``cdim``).
 
         Horner's scheme over each group's channels, most significant first, plus the constant of the centring.
         Groups of at most 2**24 codes stay in float32, where every partial result is an exact integer
@@ -273,7 +276,7 @@ class FiniteScalarQuantizer(nn.Module):
         for group, size in zip(self.group_levels, self.group_sizes):
             acc = None
             for c in reversed(range(start, start + len(group))):
-                qc = q[..., c] if size <= _FP32_EXACT else q[..., c].long()
+                qc = q.select(cdim, c) if size <= _FP32_EXACT else q.select(cdim, c).long()
                 acc = qc if acc is None else torch.add(qc, acc, alpha=self.levels[c])
             out.append((acc + sum((lv // 2) * math.prod(group[:i]) for i, lv in enumerate(group))).long())
             start += len(group)
@@ -344,17 +347,17 @@ class FiniteScalarQuantizer(nn.Module):
                 "the encoder diverged. Lower the learning rate, clip gradients, or check the data for NaNs."
             )
         with torch.autocast(device_type=z.device.type, enabled=False):
-            h = _linear(z.float().movedim(cdim, -1), self.project_in)  # a channel-last view, no copy
+            h = _linear(z.float(), self.project_in, cdim)
             if self.track_running_stats and self.training:
                 with torch.no_grad():
-                    dims = tuple(range(h.ndim - 1))
+                    dims = [d for d in range(h.ndim) if d != cdim % h.ndim]
                     for buf, stat in (
                         (self.running_mean, h.mean(dims)),
                         (self.running_var, h.var(dims, correction=0)),
                     ):
                         buf.mul_(1 - self.momentum).add_(self.momentum * stat.view(1, -1, 1, 1))
-            codes, indices = _BoundRound.apply(h, self, return_indices)
-            codes = _linear(codes, self.project_out).movedim(-1, cdim).to(z.dtype)
+            codes, indices = _BoundRound.apply(h, self, cdim, return_indices)
+            codes = _linear(codes, self.project_out, cdim).to(z.dtype)
         return QuantizerOutput(codes=codes, indices=indices) if return_dict else (codes, indices)
 
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
@@ -366,15 +369,15 @@ class FiniteScalarQuantizer(nn.Module):
         to the nearest level. NaN and values outside ``[-1, 1]`` raise (this check reads back from the device)."""
         cdim = self._channel_dim(codes, "codes", self.codebook_dim)
         with torch.autocast(device_type=codes.device.type, enabled=False):
-            c = codes.float().movedim(cdim, -1)
-            q = (c * self._const("half_width", c)).round_()
-            inside = (q >= -self._const("half_width", q)) & (q <= self._const("top", q))
+            c = codes.float()
+            q = (c * self._const("half_width", cdim, c)).round_()
+            inside = (q >= -self._const("half_width", cdim, q)) & (q <= self._const("top", cdim, q))
             if not bool(inside.all()):
                 raise ValueError(
                     f"codes must be finite quantized values in [-1, 1], got {int((~inside).sum())} values that are "
                     f"not (e.g. {c[~inside][0].item()}); pass quantized codes such as quantizer(z).codes."
                 )
-            return self._q_to_indices(q)
+            return self._q_to_indices(q, cdim)
 
     def indices_to_digits(self, indices: torch.Tensor) -> torch.Tensor:
         """Per-channel integer digits in ``[0, L - 1]``, shape ``(..., C)`` (channel-last), validated like indices."""
@@ -396,8 +399,8 @@ class FiniteScalarQuantizer(nn.Module):
             raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}.")
         digits = self.indices_to_digits(indices)
         with torch.autocast(device_type=digits.device.type, enabled=False):
-            half = self._const("half_width", digits)
-            codes = _linear((digits.float() - half) / half, self.project_out if project_out else None)
+            half = self._const("half_width", -1, digits)
+            codes = _linear((digits.float() - half) / half, self.project_out if project_out else None, -1)
         return (codes.movedim(-1, 1) if digits.ndim >= 4 else codes).to(dtype)  # >= 2 spatial dims: channel-first
 
     def group_indices_to_global(self, indices: torch.Tensor) -> torch.Tensor:
@@ -433,11 +436,14 @@ def _channel_constants(levels: list[int], bound: str, eps: float) -> dict[str, l
     }
 
 
-def _linear(h: torch.Tensor, linear: nn.Linear | None) -> torch.Tensor:
-    """``linear`` in fp32 over the last (channel) dim; identity for ``None``."""
+def _linear(h: torch.Tensor, linear: nn.Linear | None, cdim: int) -> torch.Tensor:
+    """``linear`` in fp32 over the channel dim ``cdim``; identity for ``None``."""
     if linear is None:
         return h
-    return F.linear(h, linear.weight.float(), None if linear.bias is None else linear.bias.float())
+    bias = None if linear.bias is None else linear.bias.float()
+    if cdim % h.ndim == h.ndim - 1:
+        return F.linear(h, linear.weight.float(), bias)
+    return F.linear(h.movedim(cdim, -1), linear.weight.float(), bias).movedim(-1, cdim)
 
 
 # ---------------------------------------------------------------------- codebook statistics (the one implementation)
