@@ -18,6 +18,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from torch import nn
 
 from .checkpointing import TrainingState, load_checkpoint, resolve_resume_checkpoint, save_checkpoint
+from .divergence import check_finite_loss
 
 __all__ = [
     "add_common_training_args",
@@ -262,8 +263,9 @@ def init_trackers(accelerator: Accelerator, args: argparse.Namespace, default_pr
     """Start TensorBoard (or the chosen tracker) with the run's arguments as hyper-parameters."""
     if not accelerator.is_main_process or accelerator.log_with is None or not accelerator.log_with:
         return
-    config = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
-    accelerator.init_trackers(args.tracker_project_name or default_project, config=config)
+    from .run_config import tracker_config  # no secrets or local paths in what trackers store (and may upload)
+
+    accelerator.init_trackers(args.tracker_project_name or default_project, config=tracker_config(args))
 
 
 def resume_if_requested(accelerator: Accelerator, args: argparse.Namespace) -> TrainingState:
@@ -386,10 +388,11 @@ def on_optimizer_step(
     step = state.global_step
     progress.update(1)
     if step % args.logging_steps == 0 or step == 1:
+        loss_value = check_finite_loss(loss, step, accelerator)  # raises on NaN/Inf, naming the step
         scalars = dict(logs() if callable(logs) else logs)
-        scalars["train/loss"] = float(loss.detach())
+        scalars["train/loss"] = loss_value
         accelerator.log(scalars, step=step)
-        progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        progress.set_postfix(loss=f"{loss_value:.4g}")
     if step % args.checkpointing_steps == 0:
         save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
     due = bool(args.validation_steps) and step % args.validation_steps == 0
