@@ -43,6 +43,7 @@ from ifsq_hf.training.common import (
     resume_if_requested,
     validate_common_args,
 )
+from ifsq_hf.training.divergence import check_finite_weights
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.flow_matching import flow_matching_loss, prepare_flow_matching_inputs
 from ifsq_hf.training.generators import (
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = ema.model if ema is not None else unwrapped
+        check_finite_weights(final, state.global_step, "the final weights")
         make_pipeline(final, vae, id2label).save_pretrained(args.output_dir)
         if args.validation_steps and state.global_step % args.validation_steps:
             validate(state.global_step)  # the last grid, unless the loop just made it

@@ -47,6 +47,8 @@ from ifsq_hf.training.common import (
     resume_if_requested,
     validate_common_args,
 )
+from ifsq_hf.training.data_sources import validation_dataset_from_args
+from ifsq_hf.training.divergence import check_finite_weights
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.images import log_image_grid
 from ifsq_hf.training.losses import TokenizerLoss
@@ -170,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     lr_scheduler = create_lr_scheduler(args, optimizer, accelerator)
 
     train_loader = make_dataloader_from_args(build_image_dataset(args, "train"), args, shuffle=True)
-    val_loader = make_dataloader_from_args(build_image_dataset(args, "test", train=False), args, shuffle=False)
+    val_dataset = validation_dataset_from_args(args)  # None: --validation_steps 0, or no held-out split
+    val_loader = make_dataloader_from_args(val_dataset, args, shuffle=False) if val_dataset is not None else None
     # The discriminator is called through the loss object, not a DDP wrapper, so its gradients are averaged across
     # processes by hand (all_reduce_gradients); it is checkpointed as a registered object.
     model, optimizer, disc_optimizer, train_loader, lr_scheduler = accelerator.prepare(
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         ema = ExponentialMovingAverage(accelerator.unwrap_model(model), decay=args.ema_decay)
         accelerator.register_for_checkpointing(ema)
     lpips_model = None
-    if args.validation_steps and args.lpips_net != "none":
+    if val_loader is not None and args.lpips_net != "none":
         lpips_model = LPIPS(net=args.lpips_net).to(accelerator.device)
         if args.resolution < lpips_model.min_size:
             raise ValueError(
@@ -239,16 +242,19 @@ def main(argv: list[str] | None = None) -> dict:
             progress,
             g_loss,
             step_logs,
-            lambda step: validate(accelerator, model, ema, val_loader, lpips_model, args, step),
+            (lambda step: validate(accelerator, model, ema, val_loader, lpips_model, args, step))
+            if val_loader
+            else None,
         )
     progress.close()
 
     accelerator.wait_for_everyone()
     final_metrics: dict = {}
     if accelerator.is_main_process:
-        if args.validation_steps:
+        if val_loader is not None:
             final_metrics = validate(accelerator, model, ema, val_loader, lpips_model, args, state.global_step)
         final = ema.model if ema is not None else unwrapped
+        check_finite_weights(final, state.global_step, "the final weights")
         final.save_pretrained(args.output_dir)
         finish_run(args.output_dir, args, final_metrics)
     accelerator.end_training()

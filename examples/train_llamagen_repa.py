@@ -43,6 +43,7 @@ from ifsq_hf.training.common import (
     validate_common_args,
     weight_decay_param_groups,
 )
+from ifsq_hf.training.divergence import check_finite_weights
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.generators import (
     add_generator_args,
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = ema.model if ema is not None else unwrapped
+        check_finite_weights(final, state.global_step, "the final weights")
         final.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(Path(args.output_dir) / "tokenizer")
         if args.validation_steps and state.global_step % args.validation_steps:

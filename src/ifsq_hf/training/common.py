@@ -18,7 +18,9 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from torch import nn
 
 from .checkpointing import TrainingState, load_checkpoint, resolve_resume_checkpoint, save_checkpoint
+from .data_sources import check_data_args, image_dataset_from_args
 from .divergence import check_finite_loss
+from .run_config import ExplicitValue
 
 __all__ = [
     "add_common_training_args",
@@ -132,7 +134,13 @@ def add_image_dataset_args(parser: argparse.ArgumentParser, *, resolution: int) 
     g.add_argument("--image_column", type=str, default=None, help="Default: the first Image feature.")
     g.add_argument("--label_column", type=str, default=None, help="Default: the first ClassLabel feature.")
     g.add_argument("--streaming", action="store_true", help="Stream the dataset (large sets).")
-    g.add_argument("--resolution", type=int, default=resolution)
+    g.add_argument("--resolution", type=int, default=resolution, action=ExplicitValue)
+    g.add_argument(
+        "--validation_split",
+        type=float,
+        default=None,
+        help="Hold out this fraction of the training images for validation (when the source has no val/test split).",
+    )
     g.add_argument("--center_crop", action="store_true", help="Center crop instead of random crop.")
     g.add_argument("--random_flip", action="store_true", help="Random horizontal flips.")
     g.add_argument(
@@ -162,32 +170,7 @@ def build_image_dataset(args: argparse.Namespace, split: str = "train", *, train
     Items are ``{"pixel_values": (3, R, R) in [-1, 1], "labels": int}``. Training gets random crops and flips; the
     held-out split gets deterministic center (folder) or grid (bundled) crops.
     """
-    from ..data import BundledPhotoDataset, load_image_dataset
-
-    source = args.dataset_name or args.train_data_dir
-    if source is None:
-        return BundledPhotoDataset(
-            resolution=args.resolution,
-            split=getattr(args, "bundled_split", None) or split,
-            num_samples=args.num_bundled_samples if train else None,
-            crops="random" if train else "grid",
-            flip=bool(args.random_flip) and train,
-            seed=args.seed,
-            photo_size=getattr(args, "bundled_photo_size", None),
-        )
-    load_kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
-    return load_image_dataset(
-        source,
-        split=split,
-        resolution=args.resolution,
-        random_crop=train and not args.center_crop,
-        random_flip=bool(args.random_flip) and train,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        streaming=args.streaming,
-        seed=args.seed,
-        **load_kwargs,
-    )
+    return image_dataset_from_args(args, split, train=train)
 
 
 def make_dataloader_from_args(
@@ -228,6 +211,7 @@ def validate_common_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--ema_decay must lie in [0, 1], got {args.ema_decay}.")
     if getattr(args, "resolution", 1) < 1:
         raise ValueError(f"--resolution must be >= 1, got {args.resolution}.")
+    check_data_args(args)
     if args.push_to_hub and args.hub_token is None and not os.environ.get("HF_TOKEN"):
         logger.warning("--push_to_hub without --hub_token: using the token from `hf auth login` / HF_TOKEN.")
 
