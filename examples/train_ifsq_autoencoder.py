@@ -108,7 +108,10 @@ def build_model(args: argparse.Namespace) -> iFSQAutoencoder:
         channels = base.get("latent_channels", 4)
         overrides["levels"] = levels_from_bits(args.bits_per_dim, channels)
     if args.pretrained_model_name_or_path:
-        return iFSQAutoencoder.from_pretrained(args.pretrained_model_name_or_path, **overrides)
+        # Overriding the quantizer of a trained tokenizer here is a deliberate fine-tune at another setting.
+        return iFSQAutoencoder.from_pretrained(
+            args.pretrained_model_name_or_path, allow_quantizer_change=True, **overrides
+        )
     if args.model_config:
         config = json.loads(Path(args.model_config).read_text())
         config.update(overrides)
