@@ -117,7 +117,9 @@ def test_nonfinite_weights_are_never_checkpointed(run):
     accelerator, model, root = run
     with torch.no_grad():
         model.weight[0, 0] = float("nan")
-    with pytest.raises(TrainingDivergedError, match=r"diverged by step 3: the weights to checkpoint hold 1 non-finite"):
+    with pytest.raises(
+        TrainingDivergedError, match=r"diverged by step 3: the weights to checkpoint hold 1 non-finite"
+    ):
         save_checkpoint(accelerator, root, TrainingState(global_step=3))
     assert not (root / "checkpoint-3").exists() and not (root / ".checkpoint-3.tmp").exists()
     # Re-saving an existing step with diverged weights does not replace the good one either.
@@ -136,7 +138,9 @@ def test_divergence_checks_name_the_step():
     check_finite_weights(layer, 1)
     with torch.no_grad():
         layer.bias.fill_(float("inf"))
-    with pytest.raises(TrainingDivergedError, match=r"step 4: the weights hold 2 non-finite values in 1 tensors \[bias"):
+    with pytest.raises(
+        TrainingDivergedError, match=r"step 4: the weights hold 2 non-finite values in 1 tensors \[bias"
+    ):
         check_finite_weights(layer, 4)
 
 
