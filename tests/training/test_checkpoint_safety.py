@@ -29,7 +29,8 @@ def run(tmp_path):
     """An accelerator with a model, optimizer and EMA, and two checkpoints (steps 1 and 2) in ``tmp_path``."""
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(cpu=True)
-    model, opt = accelerator.prepare(nn.Linear(3, 3), torch.optim.AdamW(nn.Linear(3, 3).parameters(), lr=0.1))
+    layer = nn.Linear(3, 3)
+    model, _ = accelerator.prepare(layer, torch.optim.AdamW(layer.parameters(), lr=0.1))
     ema = ExponentialMovingAverage(accelerator.unwrap_model(model), decay=0.5)
     accelerator.register_for_checkpointing(ema)
     for step in (1, 2):
