@@ -277,7 +277,8 @@ def create_model_card(
         metrics = _read_json(folder / EVAL_RESULTS_NAME)
     if training_config is None and (folder / TRAINING_CONFIG_NAME).is_file():
         training_config = _read_json(folder / TRAINING_CONFIG_NAME)
-    metrics, training_config = metrics or {}, training_config or {}
+    # Cards are published: no credentials or local paths, whoever wrote the configuration.
+    metrics, training_config = metrics or {}, sanitize_run_config(training_config or {}, folder)
     dataset = dataset or training_config.get("dataset_name")
     hub_dataset = dataset if dataset and "/" in dataset and not os.path.exists(dataset) else None
     precomputed = training_config.get("latents_dataset") or training_config.get("tokens_dataset")

@@ -176,3 +176,17 @@ def test_event_files_lose_the_host_name(tmp_path):
     (tmp_path / "logs" / "run" / "events.out.tfevents.1700000000.my-box.lab.123.0").write_bytes(b"x")
     renamed = neutral_event_file_names(tmp_path, host="my-box.lab")
     assert [p.name for p in renamed] == ["events.out.tfevents.1700000000.host.123.0"]
+
+
+def test_llamagen_card_keeps_tokenizer_fields_but_never_the_token(tmp_path):
+    from ifsq_hf.hub import create_model_card
+    from ifsq_hf.models.llamagen import LlamaGenConfig
+
+    LlamaGenConfig.from_preset("tiny", vocab_size=17**4, num_classes=2, image_token_size=4).save_pretrained(tmp_path)
+    config = {"tokenizer": "me/ifsq-tok", "tokenizer_subfolder": "tokenizer", "tokens_dataset": "me/tokens",
+              "hub_token": "hf_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef"}  # fmt: skip
+    card = str(create_model_card(tmp_path, repo_id="me/ar", training_config=config))
+    for row in ("| `tokenizer` | `me/ifsq-tok` |", "| `tokenizer_subfolder` | `tokenizer` |",
+                "| `tokens_dataset` | `me/tokens` |"):  # fmt: skip
+        assert row in card
+    assert "hub_token" not in card and "hf_ABC" not in card
