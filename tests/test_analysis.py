@@ -28,7 +28,7 @@ def test_bound_is_ifsq_and_tanh():
 
 
 def test_gaussian_closed_form_matches_reference_numbers():
-    # Reference values computed independently for z ~ N(0, 1) (spec-official.md §6).
+    # Reference values computed independently for z ~ N(0, 1), outside this library.
     expected_ks = {1.4: 0.0427, 1.5: 0.0285, 1.6: 0.0173, 1.7: 0.0096, 1.8: 0.0210, 2.0: 0.0442}
     for alpha, ks in expected_ks.items():
         assert gaussian_bound_metrics(alpha)["ks"] == pytest.approx(ks, abs=1e-4), alpha

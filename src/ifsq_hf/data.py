@@ -559,8 +559,9 @@ def load_image_dataset(
         ValueError: missing folder, a folder without images, an unknown split, no image column, labels that are
         not class ids, or a ``holdout_fraction`` outside (0, 1) or with ``streaming``.
     """
-    import datasets
+    from .utils.import_utils import require
 
+    datasets = require("datasets", "train")
     transform = ImageTransform(resolution, resize=True, crop="random" if random_crop else "center", flip=random_flip)
     holdout_part = None
     if holdout_fraction is not None:

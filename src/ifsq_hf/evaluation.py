@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 
 from .metrics import CodebookUsageTracker, FrechetInceptionDistance, psnr, ssim
 from .quantization import histogram_entropy_bits, per_dim_bin_histogram
+from .utils.images import make_image_grid
+from .utils.serialization import save_json
 
 __all__ = [
     "TokenizerEvaluation",
@@ -110,8 +112,6 @@ def evaluate_tokenizer(
 
 def reconstruction_grid(evaluation: TokenizerEvaluation) -> Image.Image:
     """Originals in the top row, reconstructions below, one column per image."""
-    from .training.images import make_image_grid
-
     n = evaluation.originals.shape[0]
     return make_image_grid(
         torch.cat([evaluation.originals, evaluation.reconstructions]), nrow=n, row_labels=["input", "recon"]
@@ -142,7 +142,6 @@ def evaluate_tokenizer_cli(args: argparse.Namespace) -> dict[str, float]:
     from .data import BundledPhotoDataset, collate_images, load_image_dataset
     from .metrics import LPIPS
     from .models.autoencoder_ifsq import iFSQAutoencoder
-    from .training.common import save_json
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = iFSQAutoencoder.from_pretrained(args.model, subfolder=args.subfolder).to(device)

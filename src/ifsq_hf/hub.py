@@ -18,6 +18,7 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .training.run_config import is_secret_key, neutral_event_file_names, sanitize_run_config
+from .utils.serialization import save_json
 
 TEMPLATES = Path(__file__).parent / "model_cards"
 KINDS = ("tokenizer", "dit_pipeline", "llamagen")
@@ -350,8 +351,6 @@ def write_run_metadata(
     folder: str | os.PathLike, training_config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
 ) -> None:
     """Store a run's arguments and evaluation next to the weights, where ``create_model_card`` reads them."""
-    from .training.common import save_json
-
     folder = Path(folder)
     if training_config is not None:
         save_json(sanitize_run_config(training_config, folder), folder / TRAINING_CONFIG_NAME)

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from ifsq_hf.data import load_image_dataset, pil_to_tensor
-from ifsq_hf.training.data_sources import image_dataset_from_args, validation_dataset_from_args
+from ifsq_hf.training.data_sources import validation_dataset_from_args
+from ifsq_hf.training.image_data import build_image_dataset
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -61,7 +62,7 @@ def test_every_layout_gives_training_data_and_the_held_out_split_that_exists(lay
     for seed, name in enumerate(files):
         _png(tmp_path / name, seed=seed)
     args = tokenizer_args("--train_data_dir", tmp_path)
-    train = image_dataset_from_args(args, "train")
+    train = build_image_dataset(args, "train")
     val = validation_dataset_from_args(args)
     assert len(train) == n_train and (val is None if n_val is None else len(val) == n_val)
     labels = {train[i]["labels"] for i in range(len(train))}
@@ -77,7 +78,7 @@ def test_validation_split_fraction_is_disjoint_and_seeded(tmp_path):
     for seed, name in enumerate(LAYOUTS["classes"][0] * 2):
         _png(tmp_path / name.replace(".png", f"_{seed}.png"), seed=seed)
     args = tokenizer_args("--dataset_name", tmp_path, "--validation_split", 0.25)
-    train, val = image_dataset_from_args(args, "train"), validation_dataset_from_args(args)
+    train, val = build_image_dataset(args, "train"), validation_dataset_from_args(args)
     assert (len(train), len(val)) == (6, 2)
     paths = lambda ds: {row["image"]["path"] for row in ds.dataset}  # noqa: E731
     assert not paths(train) & paths(val) and paths(val) == paths(validation_dataset_from_args(args))
@@ -109,7 +110,7 @@ def test_hub_dataset_uses_its_validation_split(monkeypatch):
     monkeypatch.setattr(datasets, "get_dataset_split_names", lambda name, **kw: list(splits))
     monkeypatch.setattr(datasets, "load_dataset", lambda name, split, streaming=False, **kw: splits[split])
     args = tokenizer_args("--dataset_name", "someone/pictures")
-    train, val = image_dataset_from_args(args, "train"), validation_dataset_from_args(args)
+    train, val = build_image_dataset(args, "train"), validation_dataset_from_args(args)
     assert (len(train), len(val)) == (6, 2) and train.id2label == {0: "a", 1: "b"}
     assert train[1]["labels"] == 1 and val[0]["pixel_values"].shape == (3, 16, 16)
 

@@ -1,4 +1,5 @@
-"""All tokenizer reconstruction metrics in one streaming accumulator (the official evaluation, spec §2.6)."""
+"""All tokenizer reconstruction metrics in one streaming accumulator (the metrics of the official
+``ifsq/train_ddp.py`` / ``eval_ddp.py`` evaluation)."""
 
 from __future__ import annotations
 

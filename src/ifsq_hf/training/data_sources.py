@@ -1,4 +1,4 @@
-"""Which images a training script reads, from its data arguments, and the checks that keep them unambiguous.
+"""Checks that keep a run's data unambiguous, and its validation images (``image_data`` builds the datasets).
 
 One source is used: ``--dataset_name`` (a Hub dataset or a folder), ``--train_data_dir`` (a folder), a precomputed
 ``--latents_dataset`` / ``--tokens_dataset``, or the bundled photos; giving two is an error rather than one silently
@@ -14,7 +14,6 @@ import logging
 __all__ = [
     "check_data_args",
     "check_precomputed_args",
-    "image_dataset_from_args",
     "image_source",
     "validation_dataset_from_args",
 ]
@@ -70,56 +69,20 @@ def check_data_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be >= {1 if name == 'num_bundled_samples' else 0}, got {value}.")
 
 
-def image_dataset_from_args(args: argparse.Namespace, split: str = "train", *, train: bool = True):
-    """The dataset chosen by the data arguments: a Hub dataset / image folder, else the bundled photos.
-
-    Items are ``{"pixel_values": (3, R, R) in [-1, 1], "labels": int}``. Training gets random crops and flips;
-    held-out data gets deterministic center (folder) or grid (bundled) crops. With ``--validation_split`` the
-    training split is divided with ``--seed``, and ``split`` ``"train"`` / ``"validation"`` pick the two parts.
-    """
-    from ..data import BundledPhotoDataset, load_image_dataset
-
-    source = image_source(args)
-    if source is None:
-        return BundledPhotoDataset(
-            resolution=args.resolution,
-            split=getattr(args, "bundled_split", None) or ("test" if split != "train" else "train"),
-            num_samples=args.num_bundled_samples if train else None,
-            crops="random" if train else "grid",
-            flip=bool(args.random_flip) and train,
-            seed=args.seed,
-            photo_size=getattr(args, "bundled_photo_size", None),
-        )
-    load_kwargs = {"name": args.dataset_config_name} if getattr(args, "dataset_config_name", None) else {}
-    fraction = getattr(args, "validation_split", None)
-    if fraction is not None:
-        load_kwargs["holdout_fraction"] = fraction
-    return load_image_dataset(
-        source,
-        split=split,
-        resolution=args.resolution,
-        random_crop=train and not args.center_crop,
-        random_flip=bool(args.random_flip) and train,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        streaming=args.streaming,
-        seed=args.seed,
-        **load_kwargs,
-    )
-
-
 def validation_dataset_from_args(args: argparse.Namespace):
     """Held-out images for validation, or ``None`` (validation off, or a source without a held-out split).
 
     Never loads anything with ``--validation_steps 0``.
     """
+    from .image_data import build_image_dataset
+
     if not getattr(args, "validation_steps", 0):
         return None
     source = image_source(args)
     if source is None:
-        return image_dataset_from_args(args, "test", train=False)
+        return build_image_dataset(args, "test", train=False)
     if getattr(args, "validation_split", None) is not None:
-        return image_dataset_from_args(args, "validation", train=False)
+        return build_image_dataset(args, "validation", train=False)
     from ..data import held_out_split
 
     load_kwargs = {"name": args.dataset_config_name} if getattr(args, "dataset_config_name", None) else {}
@@ -131,7 +94,7 @@ def validation_dataset_from_args(args: argparse.Namespace):
             source,
         )
         return None
-    return image_dataset_from_args(args, split, train=False)
+    return build_image_dataset(args, split, train=False)
 
 
 def check_precomputed_args(args: argparse.Namespace, dataset, downsample_factor: int) -> None:
