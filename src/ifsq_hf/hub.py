@@ -17,6 +17,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .training.data_sources import used_data_args
 from .training.run_config import is_secret_key, neutral_event_file_names, sanitize_run_config
 from .utils.serialization import save_json
 
@@ -393,7 +394,8 @@ def push_folder_to_hub(
 
 def finish_run(output_dir: str | os.PathLike, args, metrics: dict[str, Any] | None) -> Path:
     """End of a training script: record the run beside the saved model, write its card, push if asked."""
-    write_run_metadata(output_dir, training_config=sanitize_run_config(args, output_dir), metrics=metrics or {})
+    config = used_data_args(sanitize_run_config(args, output_dir))  # what was used, nothing secret or local
+    write_run_metadata(output_dir, training_config=config, metrics=metrics or {})
     # TensorBoard names its files after the host; the folder may be published, the machine's name should not be.
     neutral_event_file_names(output_dir)
     repo_id = getattr(args, "hub_model_id", None) or Path(output_dir).resolve().name

@@ -117,4 +117,5 @@ def test_pushed_run_leaks_no_token_path_or_host_name(fake_hub, tmp_path):
     card = uploaded["README.md"].decode()
     config = json.loads(uploaded["training_config.json"])
     assert "hub_token" not in config and config["train_data_dir"] == "split_classes"
+    assert "num_bundled_samples" not in config  # only the data that was used is recorded
     assert 'from_pretrained("tester/leak-test")' in card

@@ -15,6 +15,7 @@ __all__ = [
     "check_data_args",
     "check_precomputed_args",
     "image_source",
+    "used_data_args",
     "validation_dataset_from_args",
 ]
 
@@ -31,6 +32,23 @@ def _precomputed(args: argparse.Namespace) -> tuple[str, str] | None:
         if getattr(args, flag, None):
             return flag, getattr(args, flag)
     return None
+
+
+_BUNDLED_ARGS = ("num_bundled_samples", "bundled_split", "bundled_photo_size")
+_IMAGE_ARGS = ("dataset_config_name", "image_column", "label_column", "streaming", "center_crop", "validation_split")
+
+
+def used_data_args(config: dict) -> dict:
+    """A run's recorded arguments without the data options of the sources it did not read, so the card names only
+    the data that was used (no bundled-photo settings for a folder run, no crop settings for precomputed data)."""
+    sources = ("dataset_name", "train_data_dir")
+    if any(config.get(k) for k in ("latents_dataset", "tokens_dataset")):
+        unused = (*_BUNDLED_ARGS, *_IMAGE_ARGS, *sources)
+    elif any(config.get(k) for k in sources):
+        unused = _BUNDLED_ARGS
+    else:
+        unused = (*_IMAGE_ARGS, *sources)
+    return {k: v for k, v in config.items() if k not in unused}
 
 
 def check_data_args(args: argparse.Namespace) -> None:
