@@ -126,3 +126,17 @@ def test_16_bit_grayscale_png_keeps_its_brightness(tmp_path):
     ds = load_image_dataset(str(tmp_path), resolution=16)
     assert abs(float(ds[0]["pixel_values"].mean())) < 0.05  # mid-grey on average, not almost white
     assert torch.allclose(pil_to_tensor(ramp), tensor)  # uint16 arrays too
+
+
+def test_recorded_config_keeps_only_the_data_options_that_were_used():
+    from ifsq_hf.training.data_sources import used_data_args
+
+    common = {"num_bundled_samples": 4096, "bundled_split": "all", "center_crop": False, "resolution": 32}
+    folder = used_data_args({**common, "train_data_dir": "pets", "dataset_name": None})
+    assert (
+        "num_bundled_samples" not in folder and folder["center_crop"] is False and folder["train_data_dir"] == "pets"
+    )
+    bundled = used_data_args({**common, "train_data_dir": None})
+    assert bundled["bundled_split"] == "all" and "center_crop" not in bundled and "train_data_dir" not in bundled
+    precomputed = used_data_args({**common, "latents_dataset": "latents"})
+    assert set(precomputed) == {"resolution", "latents_dataset"}
