@@ -39,6 +39,7 @@ from .statistics import paired_difference, summarize
 __all__ = ["ARMS", "COMPARISONS", "PRESETS", "add_bound_args", "load_preset", "main", "run_bound_study"]
 
 SCRIPT = "train_ifsq_autoencoder"
+KS, BIN_EFFICIENCY = "ks_distance_to_uniform", "bin_entropy_efficiency"  # keys of ifsq_hf.analysis
 
 ARMS: dict[str, dict[str, Any]] = {
     "fsq": {"label": "FSQ (tanh)", "model": {"quantizer_bound": "tanh", "pre_quant_norm": False}, "alpha": 2.0},
@@ -181,11 +182,11 @@ def evaluate_run(
         "std": float(flat.std()),
         "num_values": int(flat.numel()),
         "own_alpha": own_alpha,
-        "ks_at_own_alpha": own["ks"],
-        "bin_efficiency_at_own_alpha": own["bin_efficiency"],
-        "ks_optimal_alpha": best_alpha(rows, "ks"),
-        "entropy_optimal_alpha": best_alpha(rows, "bin_efficiency"),
-        "sweep": [{"alpha": r["alpha"], "ks": r["ks"], "bin_efficiency": r["bin_efficiency"]} for r in rows],
+        "ks_at_own_alpha": own[KS],
+        "bin_efficiency_at_own_alpha": own[BIN_EFFICIENCY],
+        "ks_optimal_alpha": best_alpha(rows, KS),
+        "entropy_optimal_alpha": best_alpha(rows, BIN_EFFICIENCY),
+        "sweep": [{"alpha": r["alpha"], "ks": r[KS], "bin_efficiency": r[BIN_EFFICIENCY]} for r in rows],
         "hist_before": _histogram(flat, -4.0, 4.0, 80),
         "hist_after": _histogram(bound(flat, own_alpha), -1.0, 1.0, 50),
     }
