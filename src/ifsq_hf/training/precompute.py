@@ -90,6 +90,7 @@ def _write_shard(tokenizer, repa_encoder, batches: Iterable[dict], path: Path, d
             writer.close()
     if writer is None:
         raise ValueError(f"shard {path.name} got no images: check the dataset path and split.")
+    path.with_name(f".{path.name}.json").write_text(json.dumps(facts))  # before the shard: a shard implies its facts
     os.replace(tmp, path)
     return facts
 
@@ -157,8 +158,7 @@ def encode_image_dataset(
                disable=not state.is_local_main_process)  # fmt: skip
     for k in todo:
         batches = _shard_batches(dataset, k, shard_size, batch_size, num_workers)
-        facts = _write_shard(tokenizer, repa_encoder, batches, out / _shard_name(k), device, stored, with_flips)
-        (out / f".{_shard_name(k)}.json").write_text(json.dumps(facts))
+        _write_shard(tokenizer, repa_encoder, batches, out / _shard_name(k), device, stored, with_flips)
         bar.update(1)
     bar.close()
     state.wait_for_everyone()
