@@ -189,8 +189,10 @@ def _check_or_write_run_settings(out: Path, settings: dict, state) -> None:
                 f"{out} holds shards written with other settings ({', '.join(changed)} differ); use a new "
                 "--output_dir or delete the folder."
             )
-    elif state.is_main_process:
-        path.write_text(json.dumps(settings, indent=2))
+    elif state.is_main_process:  # atomically: another rank may be reading it already
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(settings, indent=2))
+        os.replace(tmp, path)
     state.wait_for_everyone()
 
 

@@ -111,8 +111,10 @@ def _check_or_write_config(out: Path, config: dict, state: PartialState) -> None
                 f"{out} holds samples made with other settings ({', '.join(changed)} differ); "
                 "use a new --output_dir or delete the folder."
             )
-    elif state.is_main_process:
-        path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    elif state.is_main_process:  # atomically: another rank may be reading it already
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
+        os.replace(tmp, path)
     state.wait_for_everyone()
 
 
