@@ -51,8 +51,9 @@ def main() -> None:
     tokenizer = iFSQAutoencoder.from_preset("ifsq_f16_d4_4bit").eval()
     images = BundledPhotoDataset(resolution=256, split="all", num_samples=args.images, crops="random")
 
-    from ifsq_hf.training.repa import TransformersVisionEncoder
     from transformers import Dinov2Config, Dinov2Model
+
+    from ifsq_hf.training.repa import TransformersVisionEncoder
 
     with tempfile.TemporaryDirectory() as tmp:
         Dinov2Model(Dinov2Config(image_size=224, patch_size=14)).save_pretrained(f"{tmp}/dinov2-b")
