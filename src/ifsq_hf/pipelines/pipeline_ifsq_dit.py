@@ -1,6 +1,6 @@
 """Class-conditional image generation with a LightningDiT on iFSQ latents (flow matching, Euler ODE).
 
-The time convention is the one of :mod:`ifsq_hf.training.flow_matching` (``t = 0`` noise, ``t = 1`` data, the
+The time convention is the one of :mod:`ifsq_hf.schedulers.flow_matching` (``t = 0`` noise, ``t = 1`` data, the
 model predicts ``data - noise``); the pipeline drives diffusers' ``FlowMatchEulerDiscreteScheduler`` with
 ``sigma = 1 - t`` and ``model_output = -velocity``, which reproduces the official Euler sampler step for step.
 """
@@ -18,17 +18,18 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..models.autoencoder_ifsq import iFSQAutoencoder
 from ..models.transformer_dit import LightningDiTTransformer2DModel
-from ..training.flow_matching import (
+from ..schedulers.flow_matching import (
     classifier_free_guidance,
     t_to_sigma,
     timestep_grid,
     velocity_to_scheduler_output,
 )
+from .custom_pipeline import CustomPipelineMixin
 
 __all__ = ["iFSQDiTPipeline"]
 
 
-class iFSQDiTPipeline(DiffusionPipeline):
+class iFSQDiTPipeline(CustomPipelineMixin, DiffusionPipeline):
     """Sample images of given classes: flow-matching ODE in latent space, then the iFSQ decoder.
 
     Components:
@@ -40,8 +41,8 @@ class iFSQDiTPipeline(DiffusionPipeline):
             ``timestep_shift`` instead).
         id2label: optional ``{class_id: "name, synonym, ..."}`` so classes can be asked for by name.
 
-    Load from a folder or a Hub repo id with ``iFSQDiTPipeline.from_pretrained`` (not the generic
-    ``DiffusionPipeline.from_pretrained``, which does not know this library).
+    Load from a folder or a Hub repo id with ``iFSQDiTPipeline.from_pretrained``, or with the generic
+    ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`` (see :mod:`.custom_pipeline`).
     """
 
     model_cpu_offload_seq = "transformer->vae"

@@ -29,6 +29,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..utils.import_utils import require
+from .arguments import add_image_dataset_args
+from .image_data import build_image_dataset
+
 __all__ = ["PrecomputedLatentDataset", "add_extraction_args", "encode_image_dataset", "run_extraction"]
 
 METADATA_FILE = "ifsq_precomputed.json"
@@ -56,7 +60,7 @@ def _encode_batch(
 
 
 def _features(batch: dict):
-    import datasets
+    datasets = require("datasets", "train")
 
     features = {"label": datasets.Value("int64")}
     for name, array in batch.items():
@@ -292,8 +296,6 @@ class PrecomputedLatentDataset(torch.utils.data.Dataset):
 
 def add_extraction_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``examples/extract_latents.py`` / ``extract_tokens.py`` (plus the usual dataset arguments)."""
-    from .common import add_image_dataset_args
-
     parser.add_argument("--tokenizer", required=True, help="Saved iFSQAutoencoder folder or Hub id.")
     parser.add_argument("--tokenizer_subfolder", default=None)
     parser.add_argument("--output_dir", required=True, help="Where the Arrow shards and the manifest are written.")
@@ -324,7 +326,6 @@ def add_extraction_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def run_extraction(args: argparse.Namespace, columns: str = "latents"):
     """Build the dataset from ``args``, encode it into shards and write the manifest; returns the dataset."""
     from ..models.autoencoder_ifsq import iFSQAutoencoder
-    from .common import build_image_dataset
     from .repa import load_repa_encoder
     from .sampling import sampling_state
 
