@@ -11,6 +11,7 @@ the same folder resumes. For FID in the same go use `ifsq-hf fid` (docs/scale.md
 """
 
 import argparse
+import math
 
 from ifsq_hf.training.sampling import (
     add_sampling_args,
@@ -21,6 +22,18 @@ from ifsq_hf.training.sampling import (
 )
 
 
+def check_generation_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fail before loading anything on settings generate() would reject (or, for top_p > 1, ignore)."""
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        parser.error(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}.")
+    if args.top_k < 0:
+        parser.error(f"--top_k must be >= 0 (0 keeps every token), got {args.top_k}.")
+    if not 0 < args.top_p <= 1:
+        parser.error(f"--top_p must be in (0, 1] (1.0 keeps every token), got {args.top_p}.")
+    if not math.isfinite(args.guidance_scale):
+        parser.error(f"--guidance_scale must be a finite number (1.0 = no guidance), got {args.guidance_scale}.")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="Saved LlamaGen folder.")
@@ -29,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top_k", type=int, default=0, help="0 keeps every token.")
     parser.add_argument("--top_p", type=float, default=1.0)
     args = add_sampling_args(parser).parse_args(argv)
+    check_generation_args(parser, args)
     state = sampling_state()  # first: it sets up the process group accelerate launched
     options = {
         "guidance_scale": args.guidance_scale,

@@ -234,13 +234,13 @@ def load_generator(
     guidance_interval: tuple[float, float] | None = None,
     tokenizer: str | None = None,
     temperature: float = 1.0,
-    top_k: int | None = None,
+    top_k: int = 0,
     top_p: float = 1.0,
 ) -> SampledGenerator:
     """Load a saved ``iFSQDiTPipeline`` folder (``model_index.json``) or LlamaGen folder (``config.json``).
 
     DiT options: ``num_inference_steps``, ``timestep_shift``, ``guidance_interval``; LlamaGen options: ``tokenizer``
-    (default ``<path>/tokenizer``), ``temperature``, ``top_k``, ``top_p``; both take ``guidance_scale``.
+    (default ``<path>/tokenizer``), ``temperature``, ``top_k`` (0 = off), ``top_p``; both take ``guidance_scale``.
     """
     folder = Path(path)
     device = torch.device(device)
@@ -273,7 +273,7 @@ def load_generator(
 
         def generate_ar(labels: list[int], generator: torch.Generator) -> list[Image.Image]:
             return model.generate_images(class_labels=torch.tensor(labels, device=device), tokenizer=vae,
-                                         guidance_scale=guidance_scale, temperature=temperature, top_k=top_k or None,
+                                         guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
                                          top_p=top_p, generator=generator, output_type="pil")  # fmt: skip
 
         resolution = model.config.image_token_size * vae.downsample_factor
