@@ -144,8 +144,9 @@ def reference_statistics(
     from .metrics.fid import InceptionStatistics, load_reference_statistics
 
     if reference != "bundled" and Path(reference).is_file():
-        stats = load_reference_statistics(reference, extractor if want_activations else None,
-                                          args.inception_batch_size, state.device)  # fmt: skip
+        # Only the main process computes precision/recall, so only it extracts the activations of ADM's image batch.
+        extractor = extractor if want_activations and state.is_main_process else None
+        stats = load_reference_statistics(reference, extractor, args.inception_batch_size, state.device)
         return stats, Path(reference).name
     if reference == "bundled":
         from .data import BundledPhotoDataset
