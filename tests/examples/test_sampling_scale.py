@@ -113,3 +113,48 @@ def test_fid_command_for_a_saved_pipeline_and_a_saved_llamagen(tiny_generators, 
     one_npz, two_npz = np.load(tmp_path / "dit" / "samples.npz"), np.load(tmp_path / "dit2" / "samples.npz")
     np.testing.assert_array_equal(one_npz["arr_0"], two_npz["arr_0"])
     assert json.loads((tmp_path / "dit2" / "fid.json").read_text())["fid"] == pytest.approx(report["fid"], rel=1e-6)
+
+
+class _CountingMeanPixel:
+    """A stand-in feature extractor (mean colour) that counts its calls."""
+
+    convention = "test"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, images):
+        self.calls += 1
+        return images.float().mean((2, 3))
+
+
+def test_reference_statistics_from_adm_npz_and_cached_folder(tmp_path):
+    import argparse
+
+    from PIL import Image
+
+    from ifsq_hf.generator_fid import reference_statistics
+    from ifsq_hf.training.sampling import sampling_state
+
+    state = sampling_state()
+    args = argparse.Namespace(inception_batch_size=3, reference_max_images=None, reference_cache_dir=tmp_path / "c")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "VIRTUAL_test.npz", arr_0=images, mu=np.zeros(3), sigma=np.eye(3))
+    extractor = _CountingMeanPixel()
+    stats, name = reference_statistics(str(tmp_path / "VIRTUAL_test.npz"), 8, extractor, args, state)
+    assert name == "VIRTUAL_test.npz" and np.array_equal(stats.mu, np.zeros(3))
+    np.testing.assert_allclose(stats.activations, images.reshape(5, -1, 3).mean(1), rtol=1e-6)  # for precision/recall
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(rng.integers(0, 256, size=(4, 20, 30, 3), dtype=np.uint8)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    extractor = _CountingMeanPixel()
+    first, _ = reference_statistics(str(folder), 16, extractor, args, state)
+    calls = extractor.calls
+    again, _ = reference_statistics(str(folder), 16, extractor, args, state)
+    assert calls == 2 and extractor.calls == calls  # 4 images in batches of 3, then the cache
+    assert first.num_images == 4 and np.array_equal(first.mu, again.mu)
+    with pytest.raises(ValueError, match=r"not an \.npz file"):
+        reference_statistics(str(tmp_path / "nothing"), 16, extractor, args, state)
