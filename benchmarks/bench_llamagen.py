@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from ifsq_hf.models.llamagen import LlamaGenConfig, LlamaGenForImageGeneration, convert_llamagen_state_dict
+from ifsq_hf.convert.llamagen import convert_llamagen_state_dict
+from ifsq_hf.models.llamagen import LlamaGenConfig, LlamaGenForImageGeneration
 
 # A CPU-sized model on the real 16x16 token grid. Its vocabulary is 17^3 (a 3-channel iFSQ tokenizer): with the
 # 4-bit 17^4 = 83,521 codebook the output head and the softmax/multinomial over 83k logits dominate every step on

@@ -11,8 +11,8 @@ and int64-able indices. Rows:
   The ratio columns ``/ floor`` divide by it;
 * ``copy_ (prealloc.)`` — ``out.copy_(x)`` into a reused buffer: the bare memory traffic without the allocation
   (fresh large buffers cost page faults that a reused one does not), shown for reference;
-* ``ours (ifsq, compiled)``, ``ours (tanh, compiled)`` with ``--compile`` — ``use_compile=True`` (one fused kernel;
-  the first call compiles).
+* ``ours (ifsq, compiled)``, ``ours (tanh, compiled)`` with ``--compile`` — ``torch.compile(quantizer)`` (one fused
+  kernel; the first call compiles).
 
 Forward runs under ``torch.no_grad()`` (tokenization); forward+backward runs ``codes.backward(grad)`` with a fixed
 upstream gradient. Every callable of one size (all implementations and the copy) is warmed up, then timed in
@@ -139,9 +139,9 @@ def main(argv=None):
         impls["ours (tanh)"] = lambda z, q=tanh: q(z).codes
         if args.compile:
             if "ours (ifsq)" in impls:
-                compiled_ifsq = FiniteScalarQuantizer(levels, bound="ifsq", use_compile=True)
+                compiled_ifsq = torch.compile(FiniteScalarQuantizer(levels, bound="ifsq"), dynamic=True)
                 impls["ours (ifsq, compiled)"] = lambda z, q=compiled_ifsq: q(z).codes
-            compiled = FiniteScalarQuantizer(levels, bound="tanh", use_compile=True)
+            compiled = torch.compile(FiniteScalarQuantizer(levels, bound="tanh"), dynamic=True)
             impls["ours (tanh, compiled)"] = lambda z, q=compiled: q(z).codes
         vqp = make_vqp(levels)
         impls["vqp FSQ"] = lambda z, q=vqp: q(z)[0]

@@ -16,7 +16,8 @@ import types
 import torch
 import torch.nn as nn
 
-from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel, convert_official_dit_state_dict
+from ifsq_hf.convert.dit import convert_official_dit_state_dict
+from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel
 
 
 class _PatchEmbed(nn.Module):

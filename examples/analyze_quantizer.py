@@ -81,15 +81,15 @@ def summarize(name: str, rows: list[dict]) -> dict:
     ifsq, tanh = pick(IFSQ_ALPHA), pick(TANH_ALPHA)
     return {
         "input": name,
-        "best_alpha_ks": best_alpha(rows, "ks"),
-        "best_alpha_density_rmse": best_alpha(rows, "density_rmse"),
-        "best_alpha_bin_entropy": best_alpha(rows, "bin_efficiency"),
-        "ks_ifsq": ifsq["ks"],
-        "ks_tanh": tanh["ks"],
-        "density_rmse_ifsq": ifsq["density_rmse"],
-        "density_rmse_tanh": tanh["density_rmse"],
-        "bin_efficiency_ifsq": ifsq["bin_efficiency"],
-        "bin_efficiency_tanh": tanh["bin_efficiency"],
+        "best_alpha_ks": best_alpha(rows, "ks_distance_to_uniform"),
+        "best_alpha_density_rmse": best_alpha(rows, "density_rmse_to_uniform"),
+        "best_alpha_bin_entropy": best_alpha(rows, "bin_entropy_efficiency"),
+        "ks_ifsq": ifsq["ks_distance_to_uniform"],
+        "ks_tanh": tanh["ks_distance_to_uniform"],
+        "density_rmse_ifsq": ifsq["density_rmse_to_uniform"],
+        "density_rmse_tanh": tanh["density_rmse_to_uniform"],
+        "bin_efficiency_ifsq": ifsq["bin_entropy_efficiency"],
+        "bin_efficiency_tanh": tanh["bin_entropy_efficiency"],
         "bin_usage_ifsq": ifsq["bin_usage"],
         "bin_usage_tanh": tanh["bin_usage"],
     }
@@ -130,9 +130,10 @@ def plot(path: Path, sweeps: dict[str, list[dict]], real_std: torch.Tensor, leve
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     for name, rows in sweeps.items():
         alphas = [r["alpha"] for r in rows]
-        axes[0, 0].plot(alphas, [r["ks"] for r in rows], label=name)
-        axes[0, 1].plot(alphas, [r["density_rmse"] for r in rows], label=name)
-    for ax, title in ((axes[0, 0], "KS distance to U(-1, 1)"), (axes[0, 1], "density RMSE (relative to uniform)")):
+        axes[0, 0].plot(alphas, [r["ks_distance_to_uniform"] for r in rows], label=name)
+        axes[0, 1].plot(alphas, [r["density_rmse_to_uniform"] for r in rows], label=name)
+    continuous = ("continuous: KS distance to U(-1, 1)", "continuous: density RMSE (relative to uniform)")
+    for ax, title in zip((axes[0, 0], axes[0, 1]), continuous):
         for a, style in ((IFSQ_ALPHA, "--"), (TANH_ALPHA, ":")):
             ax.axvline(a, color="k", linestyle=style, linewidth=1)
         ax.set_xlabel("alpha in 2·sigmoid(alpha·z) − 1   (-- iFSQ 1.6, ·· tanh 2.0)")
@@ -146,7 +147,7 @@ def plot(path: Path, sweeps: dict[str, list[dict]], real_std: torch.Tensor, leve
         freqs = gaussian_bound_metrics(a, 1.0, levels)["bin_frequencies"]
         axes[1, 0].bar(x + offset, freqs, width=0.4, label=f"alpha={a}")
     axes[1, 0].axhline(1 / levels, color="k", linewidth=1, label="uniform")
-    axes[1, 0].set_title(f"bin frequencies, z ~ N(0, 1), L = {levels}")
+    axes[1, 0].set_title(f"discrete: bin frequencies, z ~ N(0, 1), L = {levels}")
     axes[1, 0].set_xlabel("bin")
     axes[1, 0].legend(fontsize=8)
 

@@ -82,7 +82,7 @@ def stage_tokenizers(args, out: Path) -> dict:
     from ifsq_hf.evaluation import evaluate_tokenizer
     from ifsq_hf.metrics import LPIPS, bicubic_baseline, bicubic_resample
     from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
-    from ifsq_hf.training.images import make_image_grid
+    from ifsq_hf.utils.images import make_image_grid
 
     timings = {}
     for name in TOKENIZERS:

@@ -4,14 +4,14 @@
     accelerate launch examples/train_dit.py --output_dir runs/dit --vae_model_name_or_path runs/ifsq \\
         --preset B --resolution 256 --train_batch_size 32 --max_train_steps 100000
 
-Recipe (official iFSQ DiT, spec §3.2): linear path with a velocity target and logit-normal timesteps, loss
-``mse + cosine + 0.5 * REPA``, AdamW (0.9, 0.95) lr 2e-4 without weight decay, EMA 0.9999. Latents are the
-tokenizer's continuous ``z_q``, scaled by the tokenizer's ``scaling_factor``; they are encoded online by the frozen
-tokenizer, or read from ``--latents_dataset`` written by ``examples/extract_latents.py`` (which also stores the REPA
-encoder features). The REPA encoder is ``facebook/dinov2-base`` by default (online users); ``efficientnet-lite0``
-works offline and is not DINOv2; ``none`` trains without REPA. Classes are the dataset's labels (for the bundled
-photos: which photo a crop comes from). Validation saves sample grids of the EMA model; the end result is an
-``iFSQDiTPipeline`` folder with its model card.
+Recipe (official iFSQ DiT, ``dit/train.py`` and ``dit/transport``): linear path with a velocity target and
+logit-normal timesteps, loss ``mse + cosine + 0.5 * REPA``, AdamW (0.9, 0.95) lr 2e-4 without weight decay, EMA
+0.9999. Latents are the tokenizer's continuous ``z_q``, scaled by the tokenizer's ``scaling_factor``; they are
+encoded online by the frozen tokenizer, or read from ``--latents_dataset`` written by
+``examples/extract_latents.py`` (which also stores the REPA encoder features). The REPA encoder is
+``facebook/dinov2-base`` by default (online users); ``efficientnet-lite0`` works offline and is not DINOv2; ``none``
+trains without REPA. Classes are the dataset's labels (for the bundled photos: which photo a crop comes from).
+Validation saves sample grids of the EMA model; the end result is an ``iFSQDiTPipeline`` folder with its model card.
 """
 
 from __future__ import annotations
@@ -26,33 +26,14 @@ from ifsq_hf.hub import finish_run
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel
 from ifsq_hf.pipelines.pipeline_ifsq_dit import iFSQDiTPipeline
-from ifsq_hf.training.common import (
-    add_common_training_args,
-    add_image_dataset_args,
-    apply_gradients,
-    batch_stream,
-    batches_per_epoch,
-    count_parameters,
-    create_accelerator,
-    create_lr_scheduler,
-    init_trackers,
-    learning_rate,
-    make_dataloader_from_args,
-    on_optimizer_step,
-    progress_bar,
-    resume_if_requested,
-    validate_common_args,
-)
+from ifsq_hf.training.accelerator import create_accelerator, init_trackers, resume_if_requested
+from ifsq_hf.training.arguments import add_common_training_args, add_image_dataset_args, validate_common_args
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.flow_matching import flow_matching_loss, prepare_flow_matching_inputs
-from ifsq_hf.training.generators import (
-    add_generator_args,
-    load_class_conditional_data,
-    preset_config,
-    save_sample_grid,
-    setup_repa_encoder,
-    token_grid_size,
-)
+from ifsq_hf.training.generators import add_generator_args, load_generator_data, preset_config, save_sample_grid
+from ifsq_hf.training.image_data import make_dataloader_from_args
+from ifsq_hf.training.loop import batch_stream, batches_per_epoch, on_optimizer_step, progress_bar
+from ifsq_hf.training.optimization import apply_gradients, create_lr_scheduler, learning_rate
 from ifsq_hf.training.repa import repa_projection_loss
 
 logger = logging.getLogger(__name__)
@@ -136,13 +117,12 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = create_accelerator(args)
     vae = iFSQAutoencoder.from_pretrained(args.vae_model_name_or_path, subfolder=args.vae_subfolder)
     vae.requires_grad_(False).eval().to(accelerator.device)
-    dataset, id2label = load_class_conditional_data(args, args.latents_dataset, "latents")
-    repa_encoder, repa_dim = setup_repa_encoder(args, dataset, accelerator.device)
-    use_repa = repa_dim is not None
-    transformer = build_transformer(args, vae, token_grid_size(args, dataset, vae), len(id2label), repa_dim)
+    data = load_generator_data(args, args.latents_dataset, "latents", vae, accelerator.device)
+    id2label, repa_encoder, use_repa = data.id2label, data.repa_encoder, data.repa_dim is not None
+    transformer = build_transformer(args, vae, data.grid_size, len(id2label), data.repa_dim)
     if args.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    logger.info("transformer: %s parameters", f"{count_parameters(transformer):,}")
+    logger.info("transformer: %s parameters", f"{transformer.num_parameters():,}")
 
     optimizer = torch.optim.AdamW(
         transformer.parameters(),
@@ -152,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         eps=args.adam_epsilon,
     )
     lr_scheduler = create_lr_scheduler(args, optimizer, accelerator)
-    train_loader = make_dataloader_from_args(dataset, args, shuffle=True)
+    train_loader = make_dataloader_from_args(data.dataset, args, shuffle=True)
     transformer, optimizer, train_loader, lr_scheduler = accelerator.prepare(
         transformer, optimizer, train_loader, lr_scheduler
     )

@@ -4,13 +4,13 @@
     accelerate launch examples/train_ifsq_autoencoder.py --output_dir runs/ifsq --preset tiny_f8_d4 \\
         --resolution 64 --train_batch_size 8 --max_train_steps 2000
 
-Recipe (official iFSQ, spec §2.5): L1 + LPIPS(VGG) reconstruction loss, a PatchGAN discriminator with hinge loss
-and an adaptive weight from ``--disc_start`` on, AdamW (0.9, 0.999) for both networks, gradient clipping 1.0,
-EMA 0.999 of the generator. After ``disc_start`` every batch takes one generator step and one discriminator step
-(the official code alternates them, giving each half the batches). Without ``--dataset_name``/``--train_data_dir``
-it trains on the real photos bundled with the install. Validation writes PSNR/SSIM/LPIPS/code usage to TensorBoard
-and a reconstruction grid to ``output_dir/validation``; the EMA model is saved with ``save_pretrained`` together with
-its model card, and ``--push_to_hub`` uploads the folder.
+Recipe (official iFSQ, ``ifsq/configs/ifsq_f16_d4_4bit/run.sh``): L1 + LPIPS(VGG) reconstruction loss, a PatchGAN
+discriminator with hinge loss and an adaptive weight from ``--disc_start`` on, AdamW (0.9, 0.999) for both networks,
+gradient clipping 1.0, EMA 0.999 of the generator. After ``disc_start`` every batch takes one generator step and one
+discriminator step (the official code alternates them, giving each half the batches). Without
+``--dataset_name``/``--train_data_dir`` it trains on the real photos bundled with the install. Validation writes
+PSNR/SSIM/LPIPS/code usage to TensorBoard and a reconstruction grid to ``output_dir/validation``; the EMA model is
+saved with ``save_pretrained`` together with its model card, and ``--push_to_hub`` uploads the folder.
 """
 
 from __future__ import annotations
@@ -28,28 +28,13 @@ from ifsq_hf.hub import finish_run
 from ifsq_hf.metrics import LPIPS
 from ifsq_hf.models.autoencoder_ifsq import PRESETS, iFSQAutoencoder
 from ifsq_hf.quantization import levels_from_bits, utilization_stats
-from ifsq_hf.training.common import (
-    add_common_training_args,
-    add_image_dataset_args,
-    all_reduce_gradients,
-    apply_gradients,
-    batch_stream,
-    batches_per_epoch,
-    build_image_dataset,
-    count_parameters,
-    create_accelerator,
-    create_lr_scheduler,
-    init_trackers,
-    learning_rate,
-    make_dataloader_from_args,
-    on_optimizer_step,
-    progress_bar,
-    resume_if_requested,
-    validate_common_args,
-)
+from ifsq_hf.training.accelerator import create_accelerator, init_trackers, log_image_grid, resume_if_requested
+from ifsq_hf.training.arguments import add_common_training_args, add_image_dataset_args, validate_common_args
 from ifsq_hf.training.ema import ExponentialMovingAverage
-from ifsq_hf.training.images import log_image_grid
+from ifsq_hf.training.image_data import build_image_dataset, make_dataloader_from_args
+from ifsq_hf.training.loop import batch_stream, batches_per_epoch, on_optimizer_step, progress_bar
 from ifsq_hf.training.losses import TokenizerLoss
+from ifsq_hf.training.optimization import apply_gradients, create_lr_scheduler, learning_rate
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         disc_ndf=args.disc_ndf,
         disc_num_layers=args.disc_num_layers,
     )
-    logger.info("tokenizer: %s parameters, codebook %d", f"{count_parameters(model):,}", model.codebook_size)
+    logger.info("tokenizer: %s parameters, codebook %d", f"{model.num_parameters():,}", model.codebook_size)
 
     lr = learning_rate(args, accelerator)
     betas = (args.adam_beta1, args.adam_beta2)
@@ -171,13 +156,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     train_loader = make_dataloader_from_args(build_image_dataset(args, "train"), args, shuffle=True)
     val_loader = make_dataloader_from_args(build_image_dataset(args, "test", train=False), args, shuffle=False)
-    # The discriminator is called through the loss object, not a DDP wrapper, so its gradients are averaged across
-    # processes by hand (all_reduce_gradients); it is checkpointed as a registered object.
-    model, optimizer, disc_optimizer, train_loader, lr_scheduler = accelerator.prepare(
-        model, optimizer, disc_optimizer, train_loader, lr_scheduler
+    # The discriminator is prepared like the model (DDP averages its gradients, accelerate checkpoints it); the
+    # generator loss scores reconstructions with the unwrapped, frozen copy inside loss_fn.
+    model, discriminator, optimizer, disc_optimizer, train_loader, lr_scheduler = accelerator.prepare(
+        model, loss_fn.discriminator, optimizer, disc_optimizer, train_loader, lr_scheduler
     )
     loss_fn.to(accelerator.device)
-    accelerator.register_for_checkpointing(loss_fn.discriminator)
     ema = None
     if args.use_ema:
         ema = ExponentialMovingAverage(accelerator.unwrap_model(model), decay=args.ema_decay)
@@ -202,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
             break
         x = batch["pixel_values"]
         model.train()
-        with accelerator.accumulate(model):
+        with accelerator.accumulate(model, discriminator):
             out = model(x)
             g_loss, logs = loss_fn.generator_loss(
                 x, out.sample, state.global_step, last_layer=unwrapped.get_last_layer()
@@ -210,14 +194,12 @@ def main(argv: list[str] | None = None) -> dict:
             apply_gradients(accelerator, g_loss, model.parameters(), optimizer, lr_scheduler, args.max_grad_norm)
 
             if state.global_step >= args.disc_start:
-                d_loss, d_logs = loss_fn.discriminator_loss(x, out.sample.detach(), state.global_step)
-                accelerator.backward(d_loss)
-                if accelerator.sync_gradients:
-                    all_reduce_gradients(accelerator, loss_fn.discriminator)
-                    if args.max_grad_norm:
-                        accelerator.clip_grad_norm_(loss_fn.discriminator.parameters(), args.max_grad_norm)
-                disc_optimizer.step()
-                disc_optimizer.zero_grad(set_to_none=True)
+                d_loss, d_logs = loss_fn.discriminator_loss(
+                    x, out.sample.detach(), state.global_step, discriminator=discriminator
+                )
+                apply_gradients(
+                    accelerator, d_loss, discriminator.parameters(), disc_optimizer, None, args.max_grad_norm
+                )
                 logs.update(d_logs)
 
         if not accelerator.sync_gradients:

@@ -4,13 +4,13 @@
     accelerate launch examples/train_llamagen_repa.py --output_dir runs/llamagen --tokenizer runs/ifsq \\
         --preset L --resolution 256 --train_batch_size 32 --mixed_precision bf16 --max_train_steps 500000
 
-Recipe (official iFSQ LlamaGen, spec §4.3-4.4): next-token cross-entropy over the tokenizer's indices (raster
-order, one class token in front), REPA on the hidden state after layer ``repa_depth`` (the state predicting token n
-aligned with encoder patch n) with coefficient 2.0, AdamW (0.9, 0.95) lr 1e-4 with weight decay 0.05 on matrices
-only (upstream LlamaGen's rule), gradient clipping 1.0, EMA 0.9999. Tokens come from the frozen tokenizer online
-(quantization in fp32, so indices are exact) or from ``--tokens_dataset`` written by ``examples/extract_tokens.py``.
-``--factorized_groups 2`` trains the factorized head (K sub-indices per position). The tokenizer is saved in the
-output folder's ``tokenizer/`` subfolder, so the result samples images on its own.
+Recipe (official iFSQ LlamaGen, ``llamagen/train.py`` and its configs): next-token cross-entropy over the
+tokenizer's indices (raster order, one class token in front), REPA on the hidden state after layer ``repa_depth``
+(the state predicting token n aligned with encoder patch n) with coefficient 2.0, AdamW (0.9, 0.95) lr 1e-4 with
+weight decay 0.05 on matrices only (upstream LlamaGen's rule), gradient clipping 1.0, EMA 0.9999. Tokens come from
+the frozen tokenizer online (quantization in fp32, so indices are exact) or from ``--tokens_dataset`` written by
+``examples/extract_tokens.py``. ``--factorized_groups 2`` trains the factorized head (K sub-indices per position).
+The tokenizer is saved in the output folder's ``tokenizer/`` subfolder, so the result samples images on its own.
 """
 
 from __future__ import annotations
@@ -25,32 +25,17 @@ from ifsq_hf.hub import finish_run
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 from ifsq_hf.models.llamagen import LlamaGenConfig, LlamaGenForImageGeneration
 from ifsq_hf.quantization import FiniteScalarQuantizer
-from ifsq_hf.training.common import (
-    add_common_training_args,
-    add_image_dataset_args,
-    apply_gradients,
-    batch_stream,
-    batches_per_epoch,
-    count_parameters,
-    create_accelerator,
-    create_lr_scheduler,
-    init_trackers,
-    learning_rate,
-    make_dataloader_from_args,
-    on_optimizer_step,
-    progress_bar,
-    resume_if_requested,
-    validate_common_args,
-    weight_decay_param_groups,
-)
+from ifsq_hf.training.accelerator import create_accelerator, init_trackers, resume_if_requested
+from ifsq_hf.training.arguments import add_common_training_args, add_image_dataset_args, validate_common_args
 from ifsq_hf.training.ema import ExponentialMovingAverage
-from ifsq_hf.training.generators import (
-    add_generator_args,
-    load_class_conditional_data,
-    preset_config,
-    save_sample_grid,
-    setup_repa_encoder,
-    token_grid_size,
+from ifsq_hf.training.generators import add_generator_args, load_generator_data, preset_config, save_sample_grid
+from ifsq_hf.training.image_data import make_dataloader_from_args
+from ifsq_hf.training.loop import batch_stream, batches_per_epoch, on_optimizer_step, progress_bar
+from ifsq_hf.training.optimization import (
+    apply_gradients,
+    create_lr_scheduler,
+    learning_rate,
+    weight_decay_param_groups,
 )
 from ifsq_hf.training.repa import repa_projection_loss
 
@@ -150,14 +135,13 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = create_accelerator(args)
     tokenizer = iFSQAutoencoder.from_pretrained(args.tokenizer, subfolder=args.tokenizer_subfolder)
     tokenizer.requires_grad_(False).eval().to(accelerator.device)
-    dataset, id2label = load_class_conditional_data(args, args.tokens_dataset, "image_tokens")
-    repa_encoder, repa_dim = setup_repa_encoder(args, dataset, accelerator.device)
-    use_repa = repa_dim is not None
+    data = load_generator_data(args, args.tokens_dataset, "image_tokens", tokenizer, accelerator.device)
+    id2label, repa_encoder, use_repa = data.id2label, data.repa_encoder, data.repa_dim is not None
     vocabulary, splitter = token_vocabulary(tokenizer, args.factorized_groups)
-    model = build_model(args, vocabulary, token_grid_size(args, dataset, tokenizer), id2label, repa_dim)
+    model = build_model(args, vocabulary, data.grid_size, id2label, data.repa_dim)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    logger.info("LlamaGen: %s parameters", f"{count_parameters(model):,}")
+    logger.info("LlamaGen: %s parameters", f"{model.num_parameters():,}")
 
     optimizer = torch.optim.AdamW(
         weight_decay_param_groups(model, args.adam_weight_decay),
@@ -166,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         eps=args.adam_epsilon,
     )
     lr_scheduler = create_lr_scheduler(args, optimizer, accelerator)
-    train_loader = make_dataloader_from_args(dataset, args, shuffle=True)
+    train_loader = make_dataloader_from_args(data.dataset, args, shuffle=True)
     model, optimizer, train_loader, lr_scheduler = accelerator.prepare(model, optimizer, train_loader, lr_scheduler)
     unwrapped = accelerator.unwrap_model(model)
     ema = None

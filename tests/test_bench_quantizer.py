@@ -11,10 +11,15 @@ pytest.importorskip("vector_quantize_pytorch")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_quantizer_smoke(capsys):
+def _load_bench():
     spec = importlib.util.spec_from_file_location("bench_quantizer", ROOT / "benchmarks" / "bench_quantizer.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_quantizer_smoke(capsys):
+    bench = _load_bench()
     threads = torch.get_num_threads()
     try:
         rows = bench.main(["--sizes", "64K", "--levels", "17,17,17,17", "8,5,5,5", "--rounds", "1"])

@@ -18,5 +18,6 @@ def test_doc_snippets_run(name, capsys):
     printed = capsys.readouterr().out
     if name == "quantizer.md":
         assert "[17, 17, 17, 17] 83521 4.09" in printed and "0.0173 0.0442" in printed
+        assert "\n1.7\n2.0\n" in printed  # best alpha: continuous (KS) view, then discrete (bin entropy) view
     else:
         assert "8 83521" in printed

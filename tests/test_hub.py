@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -17,13 +18,15 @@ from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 
 
 def run_python(code: str, env: dict | None = None, timeout: int = 240) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    with tempfile.TemporaryDirectory(prefix="ifsq-hf-snippet-") as cwd:  # card snippets write files (sample.png)
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+        )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout
 

@@ -4,14 +4,17 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ifsq_hf import (
     FiniteScalarQuantizer,
     code_usage,
     codebook_perplexity,
     levels_from_bits,
+    per_dim_bin_histogram,
     utilization_stats,
 )
+from ifsq_hf.quantization import histogram_stats
 
 # ---------------------------------------------------------------- references written from the paper/spec formulas
 
@@ -277,28 +280,108 @@ def test_utilization_uniform_and_collapsed():
     q = FiniteScalarQuantizer([3, 5])
     all_codes = torch.arange(15)
     stats = utilization_stats(q, all_codes)
-    assert stats.usage == 1.0 and math.isclose(stats.perplexity, 15, rel_tol=1e-9)
-    assert all(math.isclose(e, 1.0) for e in stats.dim_entropy_efficiency)
+    assert stats.code_usage == 1.0 and math.isclose(stats.code_perplexity, 15, rel_tol=1e-9)
+    assert all(math.isclose(e, 1.0) for e in stats.bin_entropy_efficiency)
     collapsed = utilization_stats(q, torch.full((100,), 7))
-    assert math.isclose(collapsed.usage, 1 / 15) and math.isclose(collapsed.perplexity, 1.0)
-    assert collapsed.dim_usage == [1 / 3, 1 / 5]
+    assert math.isclose(collapsed.code_usage, 1 / 15) and math.isclose(collapsed.code_perplexity, 1.0)
+    assert collapsed.bin_usage == [1 / 3, 1 / 5] and collapsed.bin_entropy_bits == [0.0, 0.0]
     assert code_usage(torch.tensor([0, 0, 1]), 4) == 0.5
     assert math.isclose(codebook_perplexity(torch.tensor([0, 1, 2, 3]), 4), 4.0)
-    assert "quantizer/usage" in stats.as_log_dict()
+    logs = stats.as_log_dict()
+    assert logs["quantizer/code_usage"] == 1.0 and logs["quantizer/bin_entropy_efficiency"] == pytest.approx(1.0)
+    assert set(logs) >= {"quantizer/dim0_bin_usage", "quantizer/dim1_bin_entropy_efficiency"}
+
+
+def test_histogram_stats_is_the_one_definition():
+    stats = histogram_stats(torch.tensor([3, 1, 0, 0]), 4)
+    p = torch.tensor([0.75, 0.25], dtype=torch.float64)
+    entropy = float(-(p * p.log2()).sum())
+    assert stats.usage == 0.5 and stats.entropy_bits == pytest.approx(entropy)
+    assert stats.entropy_efficiency == pytest.approx(entropy / 2) and stats.perplexity == pytest.approx(2**entropy)
+    # probabilities give the same numbers as counts; a histogram of only the non-zero counts too
+    assert histogram_stats(torch.tensor([0.75, 0.25, 0.0, 0.0]), 4) == stats
+    assert histogram_stats(torch.tensor([3, 1]), 4) == stats
+    assert histogram_stats(torch.tensor([5]), 1).entropy_efficiency == 1.0
+    with pytest.raises(ValueError, match="positive sum"):
+        histogram_stats(torch.zeros(4), 4)
 
 
 def test_ifsq_uses_every_bin_on_gaussian_latents():
     z = torch.randn(20000, 4)
     stats = utilization_stats(FiniteScalarQuantizer([17] * 4), FiniteScalarQuantizer([17] * 4)(z).indices)
-    assert all(u == 1.0 for u in stats.dim_usage)
-    assert min(stats.dim_entropy_efficiency) > 0.97
+    assert all(u == 1.0 for u in stats.bin_usage)
+    assert min(stats.bin_entropy_efficiency) > 0.97
 
 
 def test_utilization_of_factorized_indices():
     q = FiniteScalarQuantizer([5, 5, 5, 5], factorized_dims=[2, 2])
     idx = q(torch.randn(1000, 4) * 2).indices
     stats = utilization_stats(q, idx)
-    assert 0 < stats.usage <= 1 and len(stats.dim_usage) == 4
+    assert 0 < stats.code_usage <= 1 and len(stats.bin_usage) == 4
+    assert stats == utilization_stats(q, q.group_indices_to_global(idx))  # global and per-group indices agree
+    hist = per_dim_bin_histogram(q, idx)
+    assert [int(h.sum()) for h in hist] == [1000] * 4
+    assert stats == utilization_stats(
+        q, code_counts=torch.bincount(q.group_indices_to_global(idx), minlength=625), dim_counts=hist
+    )
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_codes_indices_and_gradients():
+    """``torch.compile(quantizer)`` (the benchmark's ``--compile`` rows) fuses the one path; about 10 s to compile."""
+    q = FiniteScalarQuantizer([17, 9, 17], factorized_dims=[2, 1])
+    compiled = torch.compile(q)
+    z = (torch.randn(2, 3, 8, 8) * 2).requires_grad_()
+    w = torch.randn(2, 3, 8, 8)
+    eager, fused = q(z), compiled(z)
+    assert torch.equal(eager.codes, fused.codes) and torch.equal(eager.indices, fused.indices)
+    (g_eager,) = torch.autograd.grad((eager.codes * w).sum(), z)
+    (g_fused,) = torch.autograd.grad((fused.codes * w).sum(), z)
+    assert torch.allclose(g_eager, g_fused, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- no device sync on the forward path
+
+
+class _NoSync(TorchDispatchMode):
+    """Fail on every op that reads a value back to the host (what ``.item()``, ``bool(t)``, ``int(t)`` do on a GPU)."""
+
+    SYNCING = frozenset(
+        {"_local_scalar_dense", "is_nonzero", "equal", "nonzero", "unique", "_unique2", "masked_select"}
+    )
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.__name__.split(".")[0] in self.SYNCING:
+            raise AssertionError(f"{func} synchronises the device on the forward path")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    "levels,bound,kwargs",
+    [
+        ([17] * 4, "ifsq", {}),
+        ([8, 5, 5, 5], "tanh", {"factorized_dims": [2, 2]}),
+        ([2**20 + 1] * 3, "ifsq", {}),  # int64 indices
+        ([5, 5, 5, 5], "ifsq", {"dim": 8, "track_running_stats": True}),
+    ],
+)
+def test_default_forward_and_backward_do_not_synchronise(levels, bound, kwargs, monkeypatch):
+    q = FiniteScalarQuantizer(levels, bound=bound, **kwargs)
+    channels = kwargs.get("dim", len(levels))
+    z = torch.randn(2, channels, 4, 4, requires_grad=True)
+    q(z)  # warm the per-device constant cache outside the mode (a one-time host -> device copy)
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, lambda *a, _n=name: pytest.fail(f"Tensor.{_n} on the forward path"))
+    with _NoSync():
+        out = q(z)
+        out.codes.square().sum().backward()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            q(z.detach())
+    monkeypatch.undo()
+    assert out.indices.dtype == torch.int64 and z.grad is not None
+    checked = FiniteScalarQuantizer(levels, bound=bound, check_finite=True, **kwargs)
+    with pytest.raises(AssertionError, match="synchronises"), _NoSync():
+        checked(z)  # the opt-in finite check does read back
 
 
 # ---------------------------------------------------------------- bad input
@@ -310,7 +393,16 @@ def test_utilization_of_factorized_indices():
         ({"levels": [16, 16]}, "odd levels"),
         ({"levels": [1, 5]}, ">= 2"),
         ({"levels": []}, "non-empty"),
-        ({"levels": [5.0, 5]}, ">= 2"),
+        ({"levels": [5.0, 5]}, r"integer >= 2, got 5.0"),
+        ({"levels": [5, True]}, "integer >= 2, got True"),
+        ({"levels": torch.tensor([5.5, 5.0])}, "integer >= 2, got 5.5"),
+        ({"levels": "17,17"}, "non-empty list"),
+        ({"levels": [5, 5, 5], "factorized_dims": [1.5, 1.5]}, "factorized_dims must be an integer >= 1, got 1.5"),
+        ({"levels": [5, 5], "factorized_dims": [2, 0]}, "factorized_dims must be an integer >= 1, got 0"),
+        ({"levels": [5, 5], "dim": 2.5}, "dim must be a positive integer"),
+        ({"levels": [5, 5], "alpha": float("nan")}, "alpha must be a finite number"),
+        ({"levels": [5, 5], "momentum": 1.5}, "momentum"),
+        ({"levels": [2**25 + 1]}, "2\\*\\*24"),
         ({"levels": [5, 5], "bound": "sigmoid"}, "bound must be one of"),
         ({"levels": [5, 5], "alpha": 0.0}, "alpha"),
         ({"levels": [5, 5, 5], "factorized_dims": [2, 2]}, "sum to len"),
@@ -325,12 +417,14 @@ def test_invalid_configs(kwargs, match):
 
 def test_invalid_inputs():
     q = FiniteScalarQuantizer([5, 5, 5])
-    with pytest.raises(ValueError, match="expects 3 channels"):
+    with pytest.raises(ValueError, match=r"must have 3 channels in dim 1 .* dim=4 to add a projection"):
         q(torch.randn(2, 4, 8, 8))
-    with pytest.raises(ValueError, match="non-finite"):
-        q(torch.tensor([[0.0, float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="must have 3 channels in the last dim"):
+        q(torch.randn(2, 8, 4))
     with pytest.raises(ValueError, match="floating-point"):
         q(torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="floating-point"):
+        q([[0.0, 1.0, 2.0]])
     with pytest.raises(ValueError, match="batch and a channel"):
         q(torch.randn(3))
     with pytest.raises(ValueError, match=r"\[0, 124\]"):
@@ -339,12 +433,40 @@ def test_invalid_inputs():
         q.indices_to_codes(torch.tensor([[-1, 3]]))
     with pytest.raises(ValueError, match="integer tensor"):
         q.indices_to_codes(torch.tensor([[1.0, 2.0]]))
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="integer tensor"):
+        q.indices_to_codes(torch.tensor([True]))
+    with pytest.raises(ValueError, match="floating-point torch dtype"):
+        q.indices_to_codes(torch.tensor([[0, 1]]), dtype=torch.long)
+    with pytest.raises(ValueError, match="quantized values in"):
         q.codes_to_indices(torch.tensor([[2.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="codes must have 3 channels"):
+        q.codes_to_indices(torch.zeros(2, 4))
     qf = FiniteScalarQuantizer([5, 5, 5, 5], factorized_dims=[2, 2])
     with pytest.raises(ValueError, match="trailing group dim"):
         qf.indices_to_codes(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="group 1"):
         qf.indices_to_codes(torch.tensor([[0, 25]]))
-    with pytest.raises(ValueError, match="global indices"):
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 624\]"):
         qf.global_to_group_indices(torch.tensor([625]))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_codes_raise_instead_of_int64_min(bad):
+    q = FiniteScalarQuantizer([17] * 4)
+    codes = q(torch.randn(2, 4, 3, 3)).codes
+    codes[1, 2, 0, 1] = bad
+    with pytest.raises(ValueError, match=r"finite quantized values in \[-1, 1\], got 1 values"):
+        q.codes_to_indices(codes)
+
+
+def test_non_finite_input_is_opt_in_check():
+    z = torch.tensor([[0.0, float("nan"), 1.0]])
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        FiniteScalarQuantizer([5, 5, 5], check_finite=True)(z)
+    FiniteScalarQuantizer([5, 5, 5])(z)  # default: no check, no device sync
+
+
+def test_numpy_integer_levels_are_accepted():
+    np = pytest.importorskip("numpy")
+    q = FiniteScalarQuantizer([np.int64(17), 17, np.int32(9)], factorized_dims=(np.int64(2), 1))
+    assert q.levels == [17, 17, 9] and q.factorized_dims == [2, 1] and all(type(v) is int for v in q.levels)

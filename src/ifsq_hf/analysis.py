@@ -2,21 +2,22 @@
 
 iFSQ replaces FSQ's ``tanh(z)`` (= ``2 * sigmoid(2 z) - 1``) with ``2 * sigmoid(1.6 z) - 1``. The argument of the
 paper is that for roughly Gaussian encoder activations the smaller slope makes the bounded values close to
-uniform on ``[-1, 1]``, so the evenly spaced bins are used evenly. These functions measure that for any slope
-``alpha``:
+uniform on ``[-1, 1]``, so the evenly spaced bins are used evenly. These functions measure both views of that
+claim for any slope ``alpha``, and name them apart:
 
-* :func:`ks_distance_to_uniform` / :func:`density_rmse_to_uniform`: distance of bounded values to ``U(-1, 1)``
-  (the KS statistic, and the RMSE of the binned density relative to the uniform density);
-* :func:`bin_statistics`: usage and entropy of the ``L`` bins after quantizing with
-  :class:`~ifsq_hf.quantization.FiniteScalarQuantizer` (the library's own quantizer);
-* :func:`gaussian_bound_metrics`: the same three quantities in closed form for ``z ~ N(0, scale**2)`` (no
-  sampling noise), :func:`activation_bound_metrics` for measured activations (e.g.
-  ``iFSQAutoencoder.encode_pre_quant``);
+* the **continuous** view, before rounding: :func:`ks_distance_to_uniform` and :func:`density_rmse_to_uniform`,
+  the distance of the bounded values to ``U(-1, 1)`` (keys ``ks_distance_to_uniform``, ``density_rmse_to_uniform``);
+* the **discrete** view, after rounding: :func:`bin_statistics`, usage and entropy efficiency of the ``L`` bins
+  (keys ``bin_usage``, ``bin_entropy_bits``, ``bin_entropy_efficiency``, ``bin_frequencies``), computed with
+  :class:`~ifsq_hf.quantization.FiniteScalarQuantizer` and :func:`~ifsq_hf.quantization.histogram_stats` (the
+  library's one implementation of codebook statistics);
+* :func:`gaussian_bound_metrics` gives both in closed form for ``z ~ N(0, scale**2)`` (no sampling noise),
+  :func:`activation_bound_metrics` for measured activations (e.g. ``iFSQAutoencoder.encode_pre_quant``);
 * :func:`alpha_sweep`: either of them over a list of slopes.
 
-For a unit Gaussian the KS distance is smallest near ``alpha = 1.7`` (1.6 is close; tanh's 2.0 is about 2.5x
-further), but the bin entropy is slightly *higher* for tanh: with unit-variance input neither bound collapses.
-What matters in practice is the scale of the real activations, which the encoder learns.
+The two views disagree: for a unit Gaussian the KS distance is smallest near ``alpha = 1.7`` (1.6 is close;
+tanh's 2.0 is about 2.5x further), but the bin-entropy efficiency is slightly *higher* for tanh (the iFSQ grid's
+edge bins are half-width). What matters in practice is the scale of the real activations, which the encoder learns.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .quantization import FiniteScalarQuantizer
+from .quantization import FiniteScalarQuantizer, HistogramStats, histogram_stats
 
 __all__ = [
     "BinStatistics",
@@ -79,35 +80,19 @@ def density_rmse_to_uniform(values: torch.Tensor, bins: int = 100) -> float:
 
 
 @dataclass
-class BinStatistics:
-    """Usage of the ``L`` bins of one quantized dimension.
+class BinStatistics(HistogramStats):
+    """Discrete statistics of the ``L`` bins of one quantized dimension (:class:`HistogramStats` plus frequencies).
 
     Attributes:
         frequencies: fraction of values in each bin (length ``L``, lowest bin first).
-        usage: fraction of bins that occur at all.
-        entropy_bits: entropy of ``frequencies`` in bits (``log2(L)`` when uniform).
-        efficiency: ``entropy_bits / log2(L)``.
     """
 
     frequencies: list[float]
-    usage: float
-    entropy_bits: float
-    efficiency: float
 
 
-def _entropy_bits(p: torch.Tensor) -> float:
-    p = p[p > 0]
-    return float(-(p * p.log2()).sum())
-
-
-def _bin_stats_from_probs(p: torch.Tensor, levels: int) -> BinStatistics:
-    entropy = _entropy_bits(p)
-    return BinStatistics(
-        frequencies=[float(v) for v in p],
-        usage=float((p > 0).double().mean()),
-        entropy_bits=entropy,
-        efficiency=entropy / math.log2(levels),
-    )
+def _bin_stats(p: torch.Tensor, levels: int) -> BinStatistics:
+    p = p.clamp_min(0)  # closed-form CDF differences can round to -1e-17 in the far tails
+    return BinStatistics(**asdict(histogram_stats(p, levels)), frequencies=(p / p.sum()).tolist())
 
 
 def bin_statistics(pre_quant: torch.Tensor, levels: int = 17, alpha: float = 1.6) -> BinStatistics:
@@ -118,8 +103,7 @@ def bin_statistics(pre_quant: torch.Tensor, levels: int = 17, alpha: float = 1.6
     z = pre_quant.detach().reshape(-1, 1).float()
     quantizer = FiniteScalarQuantizer([levels], bound="ifsq", alpha=alpha)
     indices = quantizer(z).indices
-    counts = torch.bincount(indices.reshape(-1), minlength=levels).double()
-    return _bin_stats_from_probs(counts / counts.sum(), levels)
+    return _bin_stats(torch.bincount(indices.reshape(-1), minlength=levels).double(), levels)
 
 
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +119,8 @@ def _bounded_cdf(y: torch.Tensor, alpha: float, scale: float) -> torch.Tensor:
 def gaussian_bound_metrics(
     alpha: float, scale: float = 1.0, levels: int = 17, bins: int = 100, grid: int = 200_001
 ) -> dict:
-    """KS distance, density RMSE and bin statistics of the bound for ``z ~ N(0, scale**2)``, in closed form.
+    """Continuous (KS distance, density RMSE) and discrete (bin) uniformity of the bound for ``z ~ N(0, scale**2)``,
+    in closed form.
 
     The KS supremum is taken over ``grid`` points of ``(-1, 1)``; the rest is exact.
     """
@@ -151,29 +136,29 @@ def gaussian_bound_metrics(
     half = (levels - 1) / 2
     inner = (torch.arange(levels - 1, dtype=torch.float64) - half + 0.5) / half
     qcdf = torch.cat([torch.zeros(1, dtype=torch.float64), _bounded_cdf(inner, alpha, scale), torch.ones(1)])
-    stats = _bin_stats_from_probs(qcdf.diff(), levels)
-    return {"alpha": alpha, "ks": ks, "density_rmse": rmse, **_flat_bins(stats)}
+    stats = _bin_stats(qcdf.diff(), levels)
+    return {"alpha": alpha, "ks_distance_to_uniform": ks, "density_rmse_to_uniform": rmse, **_flat_bins(stats)}
 
 
 def activation_bound_metrics(pre_quant: torch.Tensor, alpha: float, levels: int = 17, bins: int = 100) -> dict:
-    """KS distance, density RMSE and bin statistics of the bound on measured activations (all channels pooled)."""
+    """Continuous (KS distance, density RMSE) and discrete (bin) uniformity of the bound on measured activations
+    (all channels pooled)."""
     y = bound(pre_quant.detach().reshape(-1), alpha)
     stats = bin_statistics(pre_quant, levels, alpha)
     return {
         "alpha": alpha,
-        "ks": ks_distance_to_uniform(y),
-        "density_rmse": density_rmse_to_uniform(y, bins),
+        "ks_distance_to_uniform": ks_distance_to_uniform(y),
+        "density_rmse_to_uniform": density_rmse_to_uniform(y, bins),
         **_flat_bins(stats),
     }
 
 
 def _flat_bins(stats: BinStatistics) -> dict:
-    d = asdict(stats)
     return {
-        "bin_usage": d["usage"],
-        "bin_entropy_bits": d["entropy_bits"],
-        "bin_efficiency": d["efficiency"],
-        "bin_frequencies": d["frequencies"],
+        "bin_usage": stats.usage,
+        "bin_entropy_bits": stats.entropy_bits,
+        "bin_entropy_efficiency": stats.entropy_efficiency,
+        "bin_frequencies": stats.frequencies,
     }
 
 
@@ -195,8 +180,8 @@ def alpha_sweep(
     return rows
 
 
-def best_alpha(rows: Sequence[dict], key: str = "ks") -> float:
-    """The ``alpha`` of the row with the smallest ``key`` (largest for ``bin_efficiency``/``bin_entropy_bits``)."""
+def best_alpha(rows: Sequence[dict], key: str = "ks_distance_to_uniform") -> float:
+    """The ``alpha`` of the row with the smallest ``key`` (largest for the ``bin_*`` keys, where more is better)."""
     maximise = key.startswith("bin_")
     pick = max if maximise else min
     return pick(rows, key=lambda r: r[key])["alpha"]

@@ -471,8 +471,9 @@ def load_image_dataset(
     Raises:
         ValueError: missing folder, a folder without images, an unknown split or no image column.
     """
-    import datasets
+    from .utils.import_utils import require
 
+    datasets = require("datasets", "train")
     transform = ImageTransform(resolution, resize=True, crop="random" if random_crop else "center", flip=random_flip)
     if _is_local_path(name_or_path):
         path = os.path.expanduser(name_or_path)

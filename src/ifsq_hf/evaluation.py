@@ -1,21 +1,22 @@
 """Tokenizer evaluation shared by the training script's validation, ``examples/evaluate_tokenizer.py``, the demo and
-``ifsq-hf evaluate``: reconstruction metrics (PSNR, SSIM, LPIPS, optional rFID), code usage, and a grid of
-originals above their reconstructions.
+``ifsq-hf evaluate``: reconstruction metrics (PSNR, SSIM, LPIPS, optional rFID) and codebook statistics, both from
+:class:`~ifsq_hf.metrics.ReconstructionMetrics`, and a grid of originals above their reconstructions.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .metrics import CodebookUsageTracker, FrechetInceptionDistance, psnr, ssim
-from .quantization import histogram_entropy_bits, per_dim_bin_histogram
+from .metrics import FrechetInceptionDistance, ReconstructionMetrics
+from .utils.images import make_image_grid
+from .utils.serialization import save_json
 
 __all__ = [
     "TokenizerEvaluation",
@@ -29,12 +30,17 @@ __all__ = [
 
 @dataclass
 class TokenizerEvaluation:
-    """Averaged metrics plus a few originals/reconstructions (in [-1, 1]) for a grid."""
+    """Averaged metrics plus a few originals/reconstructions (in [-1, 1]) for a grid.
+
+    ``metrics`` holds ``psnr``, ``ssim``, ``lpips`` (with an LPIPS model), ``rfid`` (with ``compute_fid``), the
+    discrete code statistics ``code_usage``, ``code_perplexity``, ``code_entropy`` (bits), ``code_entropy_efficiency``,
+    ``code_num_tokens``, the per-channel bin statistics ``bin_usage`` and ``bin_entropy_efficiency`` (channel means),
+    ``bits_per_pixel``, ``compression_ratio`` and ``num_images``.
+    """
 
     metrics: dict[str, float]
     originals: torch.Tensor
     reconstructions: torch.Tensor
-    per_image: dict[str, list[float]] = field(default_factory=dict)
 
 
 def bits_per_pixel(model) -> float:
@@ -61,57 +67,38 @@ def evaluate_tokenizer(
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    usage = CodebookUsageTracker(model.codebook_size)
-    bin_counts: list[torch.Tensor] | None = None  # per-channel level histograms: the iFSQ claim is about these
-    fid = FrechetInceptionDistance().to(device) if compute_fid else None
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
-    if lpips_model is not None:
-        lpips_model = lpips_model.to(device).eval()
-        scores["lpips"] = []
+    scores = ReconstructionMetrics(
+        lpips=False if lpips_model is None else lpips_model.to(device).eval(),
+        fid=FrechetInceptionDistance().to(device) if compute_fid else False,
+        codebook_size=model.codebook_size,
+        levels=model.quantizer.levels,
+    )
     originals, reconstructions = [], []
-    kept = 0
+    kept = num_images = 0
     batches = dataloader if max_batches is None else (b for i, b in enumerate(dataloader) if i < max_batches)
     for batch in tqdm(batches, desc="evaluate", disable=not show_progress, leave=False):
         x = batch["pixel_values"].to(device, torch.float32)
         out = model(x)
         recon = out.sample.float().clamp(-1, 1)
-        scores["psnr"] += psnr(recon, x).tolist()
-        scores["ssim"] += ssim(recon, x).tolist()
-        if lpips_model is not None:
-            scores["lpips"] += lpips_model(recon, x).flatten().tolist()
-        usage.update(out.indices)
-        counts = per_dim_bin_histogram(model.quantizer, out.indices)
-        bin_counts = counts if bin_counts is None else [a + b for a, b in zip(bin_counts, counts)]
-        if fid is not None:
-            fid.update(x, real=True)
-            fid.update(recon, real=False)
+        scores.update(x, recon, out.indices)
+        num_images += x.shape[0]
         if kept < num_grid_images:
             take = min(num_grid_images - kept, x.shape[0])
             originals.append(x[:take].cpu())
             reconstructions.append(recon[:take].cpu())
             kept += take
-    if not scores["psnr"]:
+    if not num_images:
         raise ValueError("the evaluation dataloader yielded no images; check the dataset path and split.")
-    metrics = {name: float(sum(values) / len(values)) for name, values in scores.items()}
-    for name, value in usage.compute().items():
-        metrics[f"code_{name}"] = float(value)
-    levels = model.quantizer.levels
-    metrics["bin_usage"] = sum(int((c > 0).sum()) / level for c, level in zip(bin_counts, levels)) / len(levels)
-    metrics["bin_entropy_efficiency"] = sum(
-        float(histogram_entropy_bits(c)) / math.log2(level) for c, level in zip(bin_counts, levels)
-    ) / len(levels)
-    if fid is not None:
-        metrics["rfid"] = float(fid.compute())
+    metrics = {k: v if isinstance(v, int) else float(v) for k, v in scores.compute().items()}
+    for name in ("usage", "perplexity", "entropy", "entropy_efficiency", "num_tokens"):
+        metrics[f"code_{name}"] = metrics.pop(name)
     metrics["bits_per_pixel"] = bits_per_pixel(model)
     metrics["compression_ratio"] = 24.0 / metrics["bits_per_pixel"]
-    metrics["num_images"] = len(scores["psnr"])
-    return TokenizerEvaluation(metrics, torch.cat(originals), torch.cat(reconstructions), per_image=scores)
+    return TokenizerEvaluation(metrics, torch.cat(originals), torch.cat(reconstructions))
 
 
 def reconstruction_grid(evaluation: TokenizerEvaluation) -> Image.Image:
     """Originals in the top row, reconstructions below, one column per image."""
-    from .training.images import make_image_grid
-
     n = evaluation.originals.shape[0]
     return make_image_grid(
         torch.cat([evaluation.originals, evaluation.reconstructions]), nrow=n, row_labels=["input", "recon"]
@@ -142,7 +129,6 @@ def evaluate_tokenizer_cli(args: argparse.Namespace) -> dict[str, float]:
     from .data import BundledPhotoDataset, collate_images, load_image_dataset
     from .metrics import LPIPS
     from .models.autoencoder_ifsq import iFSQAutoencoder
-    from .training.common import save_json
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = iFSQAutoencoder.from_pretrained(args.model, subfolder=args.subfolder).to(device)

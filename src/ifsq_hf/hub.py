@@ -17,6 +17,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .utils.serialization import save_json
+
 TEMPLATES = Path(__file__).parent / "model_cards"
 KINDS = ("tokenizer", "dit_pipeline", "llamagen")
 LIBRARY_NAME = "ifsq-hf"
@@ -342,8 +344,6 @@ def write_run_metadata(
     folder: str | os.PathLike, training_config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
 ) -> None:
     """Store a run's arguments and evaluation next to the weights, where ``create_model_card`` reads them."""
-    from .training.common import save_json
-
     folder = Path(folder)
     if training_config is not None:
         clean = {k: v for k, v in training_config.items() if "token" not in k.lower()}

@@ -2,8 +2,8 @@
 what the same architecture computes with the weights loaded by name, and bad checkpoints fail before anything is
 written.
 
-The official state dicts are generated here from the naming patterns of the reference spec (sections 2.3, 3.1 and
-4.1), independently of the converters' mapping code, and wrapped like the official trainers save them.
+The official state dicts are generated here from the naming patterns of the official modules
+(``modeling_imagefsqvae.py``, ``dit/models/dit.py``, ``llamagen/models/llamagen.py``), independently of the converters' mapping code, and wrapped like the official trainers save them.
 """
 
 import json
@@ -75,7 +75,7 @@ TINY_TOKENIZER = {
 
 
 def official_tokenizer_shapes(hidden: int, mult: list[int], num_res_blocks: int, z: int) -> dict:
-    """Key -> shape of the official ImageFSQVAEModel, spelled out from the spec's naming (section 2.3)."""
+    """Key -> shape of the official ImageFSQVAEModel, spelled out from the official module names."""
     shapes = {}
     ch = [hidden * m for m in mult]
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ifsq_hf.metrics import CodebookUsageTracker
+from ifsq_hf.quantization import FiniteScalarQuantizer, per_dim_bin_histogram, utilization_stats
 
 
 def test_uniform_usage_of_half_the_codebook():
@@ -33,3 +34,25 @@ def test_errors():
         CodebookUsageTracker(4).update(torch.tensor([0.5]))
     with pytest.raises(ValueError, match=">= 1"):
         CodebookUsageTracker(0)
+    with pytest.raises(ValueError, match=r"integer >= 1, got 4\.5"):
+        CodebookUsageTracker(4.5)
+    with pytest.raises(ValueError, match="integer"):
+        CodebookUsageTracker(4).update(torch.tensor([True]))
+
+
+def test_bin_statistics_from_levels_match_the_quantizer():
+    q = FiniteScalarQuantizer([5, 3, 7])
+    indices = q(torch.randn(500, 3) * 1.5).indices
+    tracker = CodebookUsageTracker(q.codebook_size, levels=q.levels)
+    tracker.update(indices[:200])
+    tracker.update(indices[200:])
+    out = tracker.compute()
+    ref = utilization_stats(q, indices)  # the same statistics, computed from the digits instead of marginals
+    assert [c.tolist() for c in tracker.bin_counts()] == [c.tolist() for c in per_dim_bin_histogram(q, indices)]
+    assert out["usage"] == ref.code_usage and out["perplexity"] == pytest.approx(ref.code_perplexity)
+    assert out["bin_usage"] == pytest.approx(sum(ref.bin_usage) / 3)
+    assert out["bin_entropy_efficiency"] == pytest.approx(sum(ref.bin_entropy_efficiency) / 3)
+    with pytest.raises(ValueError, match="must equal codebook_size"):
+        CodebookUsageTracker(100, levels=[5, 5])
+    with pytest.raises(ValueError, match="levels"):
+        CodebookUsageTracker(4).bin_counts()

@@ -20,7 +20,7 @@ def images(b=2, size=16, seed=0):
 
 
 def official_keys() -> set[str]:
-    """The 274 state-dict keys of the official ImageFSQVAEModel (reference spec §2.3), spelled out independently."""
+    """The 274 state-dict keys of the official ImageFSQVAEModel (``ifsq/src/model/fsqvae/modeling_imagefsqvae.py``), spelled out independently."""
     keys = {"quant_conv.weight", "quant_conv.bias", "post_quant_conv.weight", "post_quant_conv.bias"}
     keys |= {"quantize.running_mean", "quantize.running_var"}
     block = ["norm1", "conv1", "norm2", "conv2"]

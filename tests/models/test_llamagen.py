@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from ifsq_hf.convert.llamagen import convert_llamagen_state_dict
 from ifsq_hf.models.llamagen import (
     LlamaGenConfig,
     LlamaGenForImageGeneration,
     LlamaGenImageGenerationOutput,
     LlamaGenModel,
-    convert_llamagen_state_dict,
 )
 from ifsq_hf.models.llamagen.modeling_llamagen import rope_2d_table
 from ifsq_hf.training.repa import repa_projection_loss

@@ -2,11 +2,11 @@ import pytest
 import torch
 from peft import LoraConfig
 
+from ifsq_hf.convert.dit import convert_official_dit_state_dict
 from ifsq_hf.models.transformer_dit import (
     DIT_PRESETS,
     LightningDiTTransformer2DModel,
     LightningDiTTransformer2DModelOutput,
-    convert_official_dit_state_dict,
     rope_tables_2d,
     sincos_pos_embed_2d,
 )

@@ -17,9 +17,10 @@ from ifsq_hf.training.checkpointing import (
     resolve_resume_checkpoint,
     save_checkpoint,
 )
-from ifsq_hf.training.common import batch_stream, weight_decay_param_groups
 from ifsq_hf.training.ema import ExponentialMovingAverage
-from ifsq_hf.training.images import make_image_grid, save_image_grid, to_uint8
+from ifsq_hf.training.loop import batch_stream
+from ifsq_hf.training.optimization import weight_decay_param_groups
+from ifsq_hf.utils.images import make_image_grid, save_image_grid, to_uint8
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from ifsq_hf.training.checkpointing import TrainingState
-from ifsq_hf.training.common import validation_class_labels
+from ifsq_hf.training.generators import validation_class_labels
 from ifsq_hf.training.sampling import resolve_class_ids, sample_per_class
 
 

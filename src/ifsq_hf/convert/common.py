@@ -1,4 +1,5 @@
-"""Safe loading and strict key checking shared by the checkpoint converters.
+"""What the checkpoint converters share: safe loading, key selection and prefix stripping, strict key checking,
+reading the official config files (JSON, or YAML for the DiT/LlamaGen runs) and writing the result.
 
 Official iFSQ/LlamaGen checkpoints are pickles. They are opened with ``torch.load(weights_only=True)``, which
 refuses arbitrary code; a file that needs more than tensors, dicts, lists and numbers is rejected rather than
@@ -8,15 +9,29 @@ key, a missing key or a shape mismatch stops the conversion with the offending n
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["ConversionError", "check_state_dict", "load_checkpoint_file", "select_state_dict", "strip_prefixes"]
+__all__ = [
+    "ConversionError",
+    "check_state_dict",
+    "load_checked",
+    "load_checkpoint_file",
+    "read_checkpoint",
+    "read_config",
+    "save_converted",
+    "select_state_dict",
+    "strip_prefixes",
+]
 
 _MAX_LISTED = 20
+# Key prefixes that DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) add to every name.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 class ConversionError(ValueError):
@@ -61,7 +76,18 @@ def select_state_dict(checkpoint: dict, candidates: Iterable[str], what: str) ->
     )
 
 
-def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes: Iterable[str]) -> dict[str, torch.Tensor]:
+def read_checkpoint(
+    path: str | os.PathLike, candidates: Iterable[str], what: str
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(checkpoint, state_dict)``: the loaded file and its state dict under the first of ``candidates`` (see
+    :func:`select_state_dict`), with the DDP / ``torch.compile`` prefixes stripped."""
+    checkpoint = load_checkpoint_file(path)
+    return checkpoint, strip_prefixes(select_state_dict(checkpoint, candidates, what))
+
+
+def strip_prefixes(
+    state_dict: dict[str, torch.Tensor], prefixes: Iterable[str] = WRAPPER_PREFIXES
+) -> dict[str, torch.Tensor]:
     """Remove any leading ``prefixes`` (repeatedly, e.g. ``module._orig_mod.``) from every key."""
     prefixes = tuple(prefixes)
     out = {}
@@ -99,3 +125,58 @@ def check_state_dict(converted: dict[str, torch.Tensor], model: torch.nn.Module,
             + "; ".join(problems)
             + "). Check the config/preset passed to the converter; nothing was written."
         )
+
+
+def read_config(config: str | os.PathLike | dict | None) -> dict[str, Any] | None:
+    """Return ``config`` as a dict: a dict is copied, a ``.yaml``/``.yml`` file is parsed with PyYAML, any other
+    file as JSON. ``None`` stays ``None``."""
+    if config is None:
+        return None
+    if isinstance(config, dict):
+        return dict(config)
+    path = Path(config)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist; pass the official config.json / run.yaml / config.yaml.")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:  # pragma: no cover - PyYAML ships with the training extras
+            raise ValueError(
+                f"reading {path} needs PyYAML (pip install pyyaml); or convert the file to JSON and pass that."
+            ) from err
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from err
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); YAML files need a .yaml or .yml suffix.") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of option names to values, got {type(data).__name__}.")
+    return data
+
+
+def load_checked(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
+    """Strict-check ``state_dict`` against ``model`` (raises :class:`ConversionError`), then load it.
+
+    A checkpoint stored entirely in one reduced floating dtype (e.g. a bf16 EMA) keeps that dtype.
+    """
+    check_state_dict(state_dict, model, source)
+    dtypes = {v.dtype for v in state_dict.values() if v.is_floating_point()}
+    current = next((p.dtype for p in model.parameters()), torch.float32)
+    if len(dtypes) == 1 and current not in dtypes:
+        torch.nn.Module.to(model, next(iter(dtypes)))  # plain cast: no module here needs to stay in fp32
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def save_converted(model: Any, output_dir: str | os.PathLike) -> Path:
+    """``save_pretrained`` (safetensors) into ``output_dir``; refuses a path that is an existing file."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {out} is an existing file; pass a folder path.")
+    model.save_pretrained(str(out))  # both diffusers and transformers write safetensors by default
+    return out

@@ -3,7 +3,7 @@
 The official trainer saves ``{"model", "ema", "opt", "config"}`` pickles (``checkpoints/0100000.pt``) whose
 ``config`` is the run's YAML as a plain dict, so a checkpoint usually describes itself; ``dit/inference.py`` samples
 with ``ema``, which is preferred here too. Names map one to one (see
-:func:`~ifsq_hf.models.transformer_dit.convert_official_dit_state_dict`) except that the fixed tables ``pos_embed``
+:func:`convert_official_dit_state_dict`) except that the fixed tables ``pos_embed``
 and ``feat_rope.freqs_{cos,sin}`` are dropped (recomputed from the config) and the REPA projector ``projectors.0``
 becomes ``repa_projector`` (or is dropped for inference-only folders).
 
@@ -22,11 +22,15 @@ from typing import Any
 
 import torch
 
-from ..models.transformer_dit import DIT_PRESETS, LightningDiTTransformer2DModel, convert_official_dit_state_dict
-from ._shared import load_checked, read_config, save_converted
-from .common import ConversionError, load_checkpoint_file, select_state_dict, strip_prefixes
+from ..models.transformer_dit import DIT_PRESETS, LightningDiTTransformer2DModel
+from .common import ConversionError, load_checked, read_checkpoint, read_config, save_converted, strip_prefixes
 
-__all__ = ["convert_dit_checkpoint", "dit_config_from_official", "load_official_dit"]
+__all__ = [
+    "convert_dit_checkpoint",
+    "convert_official_dit_state_dict",
+    "dit_config_from_official",
+    "load_official_dit",
+]
 
 # DiT sizes: the presets of this library (S/B/L/XL as LightningDiT, "tiny" for tests) and the official 1p0B/1p6B
 # (dit/models/dit.py DiT_models); name -> (depth, hidden, heads).
@@ -47,6 +51,26 @@ def _parse_model_type(name: str) -> tuple[tuple[int, int, int], int | None]:
     if patch and not patch.isdigit():
         raise ValueError(f"the patch size in {name!r} must be an integer, e.g. 'DiT-L/1'.")
     return _OFFICIAL_SIZES[size], int(patch) if patch else None
+
+
+def convert_official_dit_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map an official iFSQ/LightningDiT ``dit/models/dit.py`` state dict (or an EMA copy) to this model's keys.
+
+    Strips ``module.``/``_orig_mod.`` prefixes (DDP, ``torch.compile``), renames ``projectors.0.*`` to
+    ``repa_projector.*`` and drops the fixed tables ``pos_embed`` and ``feat_rope.*`` that this model recomputes.
+    Load the result with ``model.load_state_dict(sd, strict=True)`` (drop ``repa_projector.*`` if the model was
+    built without a projector).
+    """
+    out = {}
+    for key, value in strip_prefixes(state_dict).items():
+        if key == "pos_embed" or key.startswith("feat_rope."):
+            continue
+        if key.startswith("projectors.0."):
+            key = "repa_projector." + key[len("projectors.0.") :]
+        elif key.startswith("projectors."):
+            raise ValueError(f"only one REPA projector is supported, found {key!r}.")
+        out[key] = value
+    return out
 
 
 def dit_config_from_official(run: dict[str, Any]) -> dict[str, Any]:
@@ -186,9 +210,7 @@ def load_official_dit(
     checkpoint = Path(checkpoint)
     if config is not None and preset is not None:
         raise ValueError("pass either config or preset, not both.")
-    raw_ckpt = load_checkpoint_file(checkpoint)
-    state_dict = select_state_dict(raw_ckpt, ["ema", "model"] if use_ema else ["model"], "DiT")
-    state_dict = strip_prefixes(state_dict, ("module.", "_orig_mod."))
+    raw_ckpt, state_dict = read_checkpoint(checkpoint, ["ema", "model"] if use_ema else ["model"], "DiT")
 
     raw = read_config(config)
     if raw is None and preset is None and isinstance(raw_ckpt.get("config"), dict):

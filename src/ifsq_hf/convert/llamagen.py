@@ -1,6 +1,6 @@
 """LlamaGen checkpoints -> :class:`~ifsq_hf.models.llamagen.LlamaGenForImageGeneration` folder.
 
-Two sources share one naming scheme (see :func:`~ifsq_hf.models.llamagen.convert_llamagen_state_dict`):
+Two sources share one naming scheme (see :func:`convert_llamagen_state_dict`):
 
 * ``"official"``: iFSQ's ``llamagen/train.py`` saves ``{"model", "ema", "opt", "config"}`` with the run's YAML
   as ``config``; single-codebook (``tok_embeddings``/``output``) or factorized (``{i}_emb``/``output.{i}``,
@@ -22,16 +22,21 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..models.llamagen import LLAMAGEN_PRESETS, LlamaGenConfig, LlamaGenForImageGeneration, convert_llamagen_state_dict
-from ._shared import load_checked, read_config, save_converted
-from .common import ConversionError, load_checkpoint_file, select_state_dict, strip_prefixes
+from ..models.llamagen import LLAMAGEN_PRESETS, LlamaGenConfig, LlamaGenForImageGeneration
+from .common import ConversionError, load_checked, read_checkpoint, read_config, save_converted, strip_prefixes
 
-__all__ = ["convert_llamagen_checkpoint", "llamagen_config_from_official", "load_official_llamagen"]
+__all__ = [
+    "convert_llamagen_checkpoint",
+    "convert_llamagen_state_dict",
+    "llamagen_config_from_official",
+    "load_official_llamagen",
+]
 
 SOURCES = ("official", "upstream")
 # (layers, heads, width) of iFSQ's llamagen/models/llamagen.py and of upstream autoregressive/models/gpt.py.
@@ -55,6 +60,47 @@ _SIZES: dict[str, dict[str, tuple[int, int, int]]] = {
         "7B": (32, 32, 4096),
     },
 }
+
+
+def convert_llamagen_state_dict(state_dict: Mapping[str, torch.Tensor], keep_projector: bool = True) -> dict:
+    """Rename an official iFSQ `llamagen.py` / upstream LlamaGen `gpt.py` state dict to this model's keys.
+
+    Strips `module.` / `_orig_mod.` prefixes; drops the REPA projector when `keep_projector=False` (inference) and
+    keys with no counterpart (`freqs_cis`, KV-cache buffers, `causal_mask`).
+    """
+    sub = [
+        (".attention.wqkv.", ".self_attn.qkv_proj."),
+        (".attention.wo.", ".self_attn.o_proj."),
+        (".feed_forward.w1.", ".mlp.gate_proj."),
+        (".feed_forward.w3.", ".mlp.up_proj."),
+        (".feed_forward.w2.", ".mlp.down_proj."),
+        (".attention_norm.", ".input_layernorm."),
+        (".ffn_norm.", ".post_attention_layernorm."),
+    ]
+    out = {}
+    for key, value in strip_prefixes(state_dict).items():
+        if "freqs_cis" in key or "kv_cache" in key or key == "causal_mask":
+            continue
+        if key.startswith("projectors."):
+            if not keep_projector:
+                continue
+            key = "model.repa_projector." + key.split(".", 2)[2]
+        elif key.startswith("output."):
+            key = "lm_head." + key[len("output.") :]
+        elif key.startswith("cls_embedding.embedding_table."):
+            key = "model.class_embedding." + key.split(".", 2)[2]
+        elif key.startswith("tok_embeddings."):
+            key = "model.embed_tokens." + key[len("tok_embeddings.") :]
+        elif key.split(".")[0].endswith("_emb") and key.split(".")[0][:-4].isdigit():
+            key = f"model.embed_tokens.{key.split('.')[0][:-4]}." + key.split(".", 1)[1]
+        elif key.startswith("factorized_blocks."):
+            key = "model.factorized_layers." + key[len("factorized_blocks.") :]
+        else:
+            key = "model." + key
+        for old, new in sub:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
 
 
 def _size(name: str, source: str) -> tuple[int, int, int]:
@@ -188,9 +234,7 @@ def load_official_llamagen(
     if config is not None and preset is not None:
         raise ValueError("pass either config or preset, not both.")
     checkpoint = Path(checkpoint)
-    raw_ckpt = load_checkpoint_file(checkpoint)
-    candidates = ["ema", "model"] if use_ema else ["model"]
-    state_dict = strip_prefixes(select_state_dict(raw_ckpt, candidates, "LlamaGen"), ("module.", "_orig_mod."))
+    raw_ckpt, state_dict = read_checkpoint(checkpoint, ["ema", "model"] if use_ema else ["model"], "LlamaGen")
     extra_projectors = sorted({k.split(".")[1] for k in state_dict if k.startswith("projectors.")} - {"0"})
     if keep_projector and extra_projectors:
         raise ValueError(

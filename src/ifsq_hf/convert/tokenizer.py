@@ -20,8 +20,7 @@ from typing import Any
 import torch
 
 from ..models.autoencoder_ifsq import PRESETS, iFSQAutoencoder
-from ._shared import load_checked, read_config, save_converted
-from .common import load_checkpoint_file, select_state_dict, strip_prefixes
+from .common import load_checked, read_checkpoint, read_config, save_converted
 
 __all__ = ["convert_tokenizer_checkpoint", "load_official_tokenizer", "tokenizer_config_from_official"]
 
@@ -184,10 +183,9 @@ def _resolve_config(
     return tokenizer_config_from_official(raw, scaling_factor)
 
 
-def _official_state_dict(checkpoint: dict, use_ema: bool) -> dict[str, torch.Tensor]:
+def _official_state_dict(checkpoint: str | os.PathLike, use_ema: bool) -> dict[str, torch.Tensor]:
     candidates = ["ema_state_dict", "state_dict/gen_model"] if use_ema else ["state_dict/gen_model"]
-    state_dict = select_state_dict(checkpoint, candidates, "tokenizer")
-    state_dict = strip_prefixes(state_dict, ("module.", "_orig_mod."))
+    _, state_dict = read_checkpoint(checkpoint, candidates, "tokenizer")
     return {k: v for k, v in state_dict.items() if not _DROPPED.match(k)}
 
 
@@ -215,7 +213,7 @@ def load_official_tokenizer(
     """
     checkpoint = Path(checkpoint)
     ours = _resolve_config(checkpoint, config, preset, scaling_factor)
-    state_dict = _official_state_dict(load_checkpoint_file(checkpoint), use_ema)
+    state_dict = _official_state_dict(checkpoint, use_ema)
     model = iFSQAutoencoder(**ours)
     # running_mean/var only monitor the pre-quantization activations; checkpoints of a plain GroupFSQ lack them.
     for name, buffer in model.state_dict().items():

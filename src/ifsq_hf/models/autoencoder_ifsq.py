@@ -29,7 +29,7 @@ conv2,nin_shortcut}.*``
 
 Numerics follow the official forward, except that ``quant_conv`` and the quantizer always run in float32 with
 autocast disabled: the official AR pipeline quantizes under bf16 autocast, which changes ~10 % of the token
-indices compared with fp32 (see the reference spec §1.7). Here the indices depend only on the encoder trunk's
+indices compared with fp32 (measured on the official ``fsq.py``). Here the indices depend only on the encoder trunk's
 output, not on the autocast setting of the quantizer path.
 """
 

@@ -6,10 +6,10 @@ each switchable from the config, and an optional REPA projector (an MLP on the h
 ``repa_depth``) used only during training.
 
 Time convention: ``timestep`` is the flow-matching time ``t`` in ``[0, 1]`` with ``t = 0`` pure noise and
-``t = 1`` data, and the model predicts the velocity ``data - noise`` (see :mod:`ifsq_hf.training.flow_matching`).
+``t = 1`` data, and the model predicts the velocity ``data - noise`` (see :mod:`ifsq_hf.schedulers.flow_matching`).
 
 State-dict layout. Module names follow the official code, so an official checkpoint converts with
-:func:`convert_official_dit_state_dict`:
+:func:`ifsq_hf.convert.dit.convert_official_dit_state_dict`:
 
 ================================================  =================================================
 official key                                      this model
@@ -47,7 +47,6 @@ __all__ = [
     "DIT_PRESETS",
     "LightningDiTTransformer2DModel",
     "LightningDiTTransformer2DModelOutput",
-    "convert_official_dit_state_dict",
 ]
 
 # LightningDiT sizes (depth, width, heads); the official iFSQ run is "L" with patch 1 on 16x16x4 latents.
@@ -503,26 +502,3 @@ class LightningDiTTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         if not return_dict:
             return (sample, repa_features) if return_repa_features else (sample,)
         return LightningDiTTransformer2DModelOutput(sample=sample, repa_features=repa_features)
-
-
-def convert_official_dit_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map an official iFSQ/LightningDiT ``dit/models/dit.py`` state dict (or an EMA copy) to this model's keys.
-
-    Strips ``module.``/``_orig_mod.`` prefixes (DDP, ``torch.compile``), renames ``projectors.0.*`` to
-    ``repa_projector.*`` and drops the fixed tables ``pos_embed`` and ``feat_rope.*`` that this model recomputes.
-    Load the result with ``model.load_state_dict(sd, strict=True)`` (drop ``repa_projector.*`` if the model was
-    built without a projector).
-    """
-    out = {}
-    for key, value in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        if key == "pos_embed" or key.startswith("feat_rope."):
-            continue
-        if key.startswith("projectors.0."):
-            key = "repa_projector." + key[len("projectors.0.") :]
-        elif key.startswith("projectors."):
-            raise ValueError(f"only one REPA projector is supported, found {key!r}.")
-        out[key] = value
-    return out

@@ -1,6 +1,6 @@
 """Class-conditional image generation with a LightningDiT on iFSQ latents (flow matching, Euler ODE).
 
-The time convention is the one of :mod:`ifsq_hf.training.flow_matching` (``t = 0`` noise, ``t = 1`` data, the
+The time convention is the one of :mod:`ifsq_hf.schedulers.flow_matching` (``t = 0`` noise, ``t = 1`` data, the
 model predicts ``data - noise``); the pipeline drives diffusers' ``FlowMatchEulerDiscreteScheduler`` with
 ``sigma = 1 - t`` and ``model_output = -velocity``, which reproduces the official Euler sampler step for step.
 """
@@ -22,7 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..models.autoencoder_ifsq import iFSQAutoencoder
 from ..models.transformer_dit import LightningDiTTransformer2DModel
-from ..training.flow_matching import (
+from ..schedulers.flow_matching import (
     classifier_free_guidance,
     t_to_sigma,
     timestep_grid,

@@ -1,34 +1,18 @@
-"""What the three training scripts share: losses, REPA, flow matching, EMA, checkpointing, precompute, sampling,
-logging. Each submodule has one job; the most used names are re-exported here."""
+"""What the training scripts share, one job per module (nothing is imported eagerly here, so loading one module
+does not pull the others' dependencies):
 
-from .checkpointing import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
-from .ema import ExponentialMovingAverage
-from .flow_matching import (
-    FlowMatchingLoss,
-    flow_matching_loss,
-    prepare_flow_matching_inputs,
-    sample_logit_normal_timesteps,
-    sample_ode,
-)
-from .losses import NLayerDiscriminator, TokenizerLoss
-from .precompute import PrecomputedLatentDataset, encode_image_dataset
-from .repa import load_repa_encoder, repa_projection_loss
+* ``arguments``: the shared command-line arguments and their early checks;
+* ``image_data``: the image dataset and DataLoader a run reads;
+* ``accelerator``: the accelerator, its trackers and resuming;
+* ``optimization``: learning rate, schedule, weight-decay groups, one accumulation step;
+* ``loop``: the resumable batch stream and the after-step bookkeeping;
+* ``checkpointing``: atomic checkpoints and ``latest`` resume;
+* ``losses``, ``repa``, ``flow_matching``, ``ema``: the training objectives and the weight average;
+* ``generators``, ``precompute``, ``sampling``: what the DiT and LlamaGen scripts share.
 
-__all__ = [
-    "ExponentialMovingAverage",
-    "FlowMatchingLoss",
-    "NLayerDiscriminator",
-    "PrecomputedLatentDataset",
-    "TokenizerLoss",
-    "TrainingState",
-    "encode_image_dataset",
-    "flow_matching_loss",
-    "latest_checkpoint",
-    "load_checkpoint",
-    "load_repa_encoder",
-    "prepare_flow_matching_inputs",
-    "repa_projection_loss",
-    "sample_logit_normal_timesteps",
-    "sample_ode",
-    "save_checkpoint",
-]
+These need the ``train`` extra (``pip install "ifsq-hf[train]"``); models and pipelines never import them.
+"""
+
+from ..utils.import_utils import require
+
+require("accelerate", "train")

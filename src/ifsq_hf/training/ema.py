@@ -70,11 +70,6 @@ class ExponentialMovingAverage:
         self.model.to(device)
         return self
 
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        """Write the averaged weights into ``model`` (e.g. before a validation pass with EMA weights)."""
-        model.load_state_dict(self.model.state_dict())
-
     def save_pretrained(self, save_directory, **kwargs) -> None:
         """Save the averaged model with its own ``save_pretrained`` (diffusers or transformers format)."""
         self.model.save_pretrained(save_directory, **kwargs)

@@ -7,22 +7,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .common import build_image_dataset, validation_class_labels
-from .images import log_image_grid, make_image_grid
+from ..utils.images import make_image_grid
+from .accelerator import log_image_grid
+from .image_data import build_image_dataset
 from .precompute import PrecomputedLatentDataset
 from .repa import load_repa_encoder
 
 __all__ = [
+    "GeneratorData",
     "add_generator_args",
     "load_class_conditional_data",
+    "load_generator_data",
     "preset_config",
     "save_sample_grid",
     "setup_repa_encoder",
     "token_grid_size",
+    "validation_class_labels",
 ]
 
 
@@ -121,6 +126,36 @@ def token_grid_size(args: argparse.Namespace, dataset, tokenizer) -> int:
             f"{tokenizer.downsample_factor}."
         )
     return args.resolution // tokenizer.downsample_factor
+
+
+def validation_class_labels(id2label: dict[int, str], num_classes: int) -> list[int]:
+    """``num_classes`` class ids spread evenly over the label set (all of them when there are fewer)."""
+    ids = sorted(int(k) for k in id2label)
+    if num_classes >= len(ids):
+        return ids
+    step = len(ids) / num_classes
+    return [ids[int(i * step)] for i in range(num_classes)]
+
+
+@dataclass
+class GeneratorData:
+    """What a generator script trains on. ``repa_encoder`` is ``None`` when REPA is off or the precomputed dataset
+    carries the features; ``repa_dim`` is ``None`` only when REPA is off."""
+
+    dataset: torch.utils.data.Dataset
+    id2label: dict
+    repa_encoder: torch.nn.Module | None
+    repa_dim: int | None
+    grid_size: int
+
+
+def load_generator_data(
+    args: argparse.Namespace, precomputed: str | os.PathLike | None, kind: str, tokenizer, device
+) -> GeneratorData:
+    """:func:`load_class_conditional_data`, :func:`setup_repa_encoder` and :func:`token_grid_size` in one call."""
+    dataset, id2label = load_class_conditional_data(args, precomputed, kind)
+    repa_encoder, repa_dim = setup_repa_encoder(args, dataset, device)
+    return GeneratorData(dataset, id2label, repa_encoder, repa_dim, token_grid_size(args, dataset, tokenizer))
 
 
 def save_sample_grid(accelerator, generate, id2label: dict, args: argparse.Namespace, step: int):

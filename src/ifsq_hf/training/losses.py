@@ -1,6 +1,6 @@
 """Tokenizer losses: L1 + LPIPS reconstruction, and a PatchGAN discriminator with hinge loss.
 
-Follows the official iFSQ recipe (``LPIPSWithDiscriminator2D``, spec §2.5): ``nll = l1 + perceptual``; after
+Follows the official iFSQ recipe (``LPIPSWithDiscriminator2D``, ``ifsq/configs/ifsq_f16_d4_4bit/run.sh``): ``nll = l1 + perceptual``; after
 ``disc_start`` the generator also gets ``-mean(D(x_hat))`` scaled by an adaptive weight, the ratio of the
 gradient norms of the two terms at the decoder's last layer. There is no commitment or entropy term: FSQ has
 no codebook to pull towards. How the generator and discriminator steps are scheduled is described in
@@ -249,18 +249,25 @@ class TokenizerLoss(nn.Module):
         return loss, logs
 
     def discriminator_loss(
-        self, inputs: torch.Tensor, reconstructions: torch.Tensor, global_step: int
+        self,
+        inputs: torch.Tensor,
+        reconstructions: torch.Tensor,
+        global_step: int,
+        discriminator: nn.Module | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss for the discriminator update (inputs and reconstructions are detached here).
 
-        Before ``disc_start`` it is a zero that is still connected to the discriminator, so an unconditional
-        ``backward()`` / optimizer step in a training loop is a harmless no-op.
+        ``discriminator``: the module to score with, e.g. the wrapper ``accelerator.prepare(loss.discriminator)``
+        returns, so that DDP averages its gradients (default: ``self.discriminator``). Before ``disc_start`` it is
+        a zero that is still connected to the discriminator, so an unconditional ``backward()`` / optimizer step in
+        a training loop is a harmless no-op.
         """
+        discriminator = self.discriminator if discriminator is None else discriminator
         if not self.discriminator_active(global_step):
-            zero = sum(p.sum() for p in self.discriminator.parameters()) * 0.0
+            zero = sum(p.sum() for p in discriminator.parameters()) * 0.0
             return zero, {"disc/loss": 0.0, "disc/logits_real": 0.0, "disc/logits_fake": 0.0}
-        logits_real = self.discriminator(inputs.detach().contiguous())
-        logits_fake = self.discriminator(reconstructions.detach().contiguous())
+        logits_real = discriminator(inputs.detach().contiguous())
+        logits_fake = discriminator(reconstructions.detach().contiguous())
         loss = self.disc_factor * self.disc_loss_fn(logits_real, logits_fake)
         logs = {
             "disc/loss": float(loss.detach()),

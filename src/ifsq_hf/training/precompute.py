@@ -19,6 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..utils.import_utils import require
+from .arguments import add_image_dataset_args
+from .image_data import build_image_dataset, make_dataloader_from_args
+
 __all__ = ["PrecomputedLatentDataset", "add_extraction_args", "encode_image_dataset", "run_extraction"]
 
 METADATA_FILE = "ifsq_precomputed.json"
@@ -37,7 +41,7 @@ def encode_image_dataset(
     with_flips: bool = True,
 ):
     """Encode every batch (``pixel_values`` in [-1, 1], ``labels``) and save a ``datasets`` Arrow dataset."""
-    import datasets
+    datasets = require("datasets", "train")
 
     tokenizer = tokenizer.to(device).eval()
     if repa_encoder is not None:
@@ -137,8 +141,6 @@ class PrecomputedLatentDataset(torch.utils.data.Dataset):
 
 def add_extraction_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``examples/extract_latents.py`` / ``extract_tokens.py`` (plus the usual dataset arguments)."""
-    from .common import add_image_dataset_args
-
     parser.add_argument("--tokenizer", required=True, help="Saved iFSQAutoencoder folder or Hub id.")
     parser.add_argument("--tokenizer_subfolder", default=None)
     parser.add_argument("--output_dir", required=True, help="Where the Arrow dataset is written.")
@@ -159,7 +161,6 @@ def add_extraction_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def run_extraction(args: argparse.Namespace):
     """Build the dataset from ``args``, encode it and save it; returns the ``datasets.Dataset``."""
     from ..models.autoencoder_ifsq import iFSQAutoencoder
-    from .common import build_image_dataset, make_dataloader_from_args
     from .repa import load_repa_encoder
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

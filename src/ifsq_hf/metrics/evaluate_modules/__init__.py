@@ -24,7 +24,9 @@ def evaluate_module_path(name: str) -> str:
 
 def image_features() -> Any:
     """``datasets.Features`` for pairs of (C, H, W) float images."""
-    import datasets
+    from ...utils.import_utils import require
+
+    datasets = require("datasets", "metrics")
 
     image = datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("float32"))))
     return datasets.Features({"predictions": image, "references": image})

@@ -9,7 +9,6 @@ from .modeling_llamagen import (
     LlamaGenModel,
     LlamaGenModelOutput,
     LlamaGenPreTrainedModel,
-    convert_llamagen_state_dict,
 )
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "LlamaGenModel",
     "LlamaGenModelOutput",
     "LlamaGenPreTrainedModel",
-    "convert_llamagen_state_dict",
 ]
 
 AutoConfig.register(LlamaGenConfig.model_type, LlamaGenConfig, exist_ok=True)

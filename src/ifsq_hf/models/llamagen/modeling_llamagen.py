@@ -5,7 +5,7 @@ pre-RMSNorm Llama blocks with a fused QKV projection, SwiGLU, 2-D rotary embeddi
 token whose rotary entry is zero (so its query and key are zeroed, exactly as upstream), optional token
 factorization (K sub-indices per position predicted by extra causal blocks) and an optional REPA projector.
 
-State-dict mapping from the official/upstream checkpoints (see `convert_llamagen_state_dict`):
+State-dict mapping from the official/upstream checkpoints (see `ifsq_hf.convert.llamagen.convert_llamagen_state_dict`):
 
 | official / upstream key                     | this model                                          |
 |---------------------------------------------|-----------------------------------------------------|
@@ -24,7 +24,7 @@ State-dict mapping from the official/upstream checkpoints (see `convert_llamagen
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -47,7 +47,6 @@ __all__ = [
     "LlamaGenModel",
     "LlamaGenModelOutput",
     "LlamaGenPreTrainedModel",
-    "convert_llamagen_state_dict",
 ]
 
 
@@ -871,47 +870,3 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
                     f"the tokenizer's factorized groups {groups} differ from the model's factorized_vocab_sizes "
                     f"{self.config.factorized_vocab_sizes}."
                 )
-
-
-def convert_llamagen_state_dict(state_dict: Mapping[str, torch.Tensor], keep_projector: bool = True) -> dict:
-    """Rename an official iFSQ `llamagen.py` / upstream LlamaGen `gpt.py` state dict to this model's keys.
-
-    Strips `module.` / `_orig_mod.` prefixes; drops the REPA projector when `keep_projector=False` (inference) and
-    keys with no counterpart (`freqs_cis`, KV-cache buffers, `causal_mask`).
-    """
-    sub = [
-        (".attention.wqkv.", ".self_attn.qkv_proj."),
-        (".attention.wo.", ".self_attn.o_proj."),
-        (".feed_forward.w1.", ".mlp.gate_proj."),
-        (".feed_forward.w3.", ".mlp.up_proj."),
-        (".feed_forward.w2.", ".mlp.down_proj."),
-        (".attention_norm.", ".input_layernorm."),
-        (".ffn_norm.", ".post_attention_layernorm."),
-    ]
-    out = {}
-    for key, value in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        if "freqs_cis" in key or "kv_cache" in key or key == "causal_mask":
-            continue
-        if key.startswith("projectors."):
-            if not keep_projector:
-                continue
-            key = "model.repa_projector." + key.split(".", 2)[2]
-        elif key.startswith("output."):
-            key = "lm_head." + key[len("output.") :]
-        elif key.startswith("cls_embedding.embedding_table."):
-            key = "model.class_embedding." + key.split(".", 2)[2]
-        elif key.startswith("tok_embeddings."):
-            key = "model.embed_tokens." + key[len("tok_embeddings.") :]
-        elif key.split(".")[0].endswith("_emb") and key.split(".")[0][:-4].isdigit():
-            key = f"model.embed_tokens.{key.split('.')[0][:-4]}." + key.split(".", 1)[1]
-        elif key.startswith("factorized_blocks."):
-            key = "model.factorized_layers." + key[len("factorized_blocks.") :]
-        else:
-            key = "model." + key
-        for old, new in sub:
-            key = key.replace(old, new)
-        out[key] = value
-    return out

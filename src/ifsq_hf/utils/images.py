@@ -1,4 +1,5 @@
-"""Image grids for people to look at: reconstructions and samples, saved as PNG and logged to TensorBoard."""
+"""Image grids for people to look at: reconstructions and samples (the training scripts also log them to
+TensorBoard with :func:`ifsq_hf.training.accelerator.log_image_grid`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["log_image_grid", "make_image_grid", "save_image_grid", "to_uint8"]
+__all__ = ["make_image_grid", "save_image_grid", "to_uint8"]
 
 
 def to_uint8(images: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
@@ -69,14 +70,3 @@ def save_image_grid(images, path: str | os.PathLike, **kwargs) -> Image.Image:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     grid.save(path)
     return grid
-
-
-def log_image_grid(accelerator, tag: str, grid: Image.Image, step: int) -> None:
-    """Log a grid to every tracker that takes images (TensorBoard's ``add_image``; others via ``log_images``)."""
-    array = np.asarray(grid.convert("RGB"))
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_image(tag, array, step, dataformats="HWC")
-            tracker.writer.flush()
-        elif hasattr(tracker, "log_images"):
-            tracker.log_images({tag: [array]}, step=step)
