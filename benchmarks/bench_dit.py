@@ -28,11 +28,8 @@ import time
 import torch
 from diffusers import DiTTransformer2DModel
 
-from ifsq_hf.models.transformer_dit import (
-    DIT_PRESETS,
-    LightningDiTTransformer2DModel,
-    convert_official_dit_state_dict,
-)
+from ifsq_hf.convert.dit import convert_official_dit_state_dict
+from ifsq_hf.models.transformer_dit import DIT_PRESETS, LightningDiTTransformer2DModel
 from ifsq_hf.training.flow_matching import flow_matching_loss, prepare_flow_matching_inputs
 from ifsq_hf.training.repa import load_repa_encoder, repa_projection_loss
 
