@@ -293,10 +293,10 @@ def test_dtype_round_trip(tmp_path):
     x, t, y = inputs()
     ref = model(x, t, y).sample
     model.to(torch.float16).save_pretrained(tmp_path)
-    loaded = LightningDiTTransformer2DModel.from_pretrained(tmp_path, torch_dtype=torch.float32).eval()
+    loaded = LightningDiTTransformer2DModel.from_pretrained(tmp_path, dtype=torch.float32).eval()
     assert loaded.dtype == torch.float32 and loaded.rope_cos.dtype == torch.float32
     torch.testing.assert_close(loaded(x, t, y).sample, ref, atol=2e-2, rtol=2e-2)  # fp16 weights, fp32 compute
-    half = LightningDiTTransformer2DModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).eval()
+    half = LightningDiTTransformer2DModel.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
     assert half(x.bfloat16(), t, y).sample.dtype == torch.bfloat16
 
 

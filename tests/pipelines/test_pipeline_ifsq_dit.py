@@ -354,3 +354,34 @@ def test_wrong_folders_are_named(pipe, tmp_path):
     (tmp_path / "p" / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(ValueError, match="StableDiffusionPipeline pipeline"):
         iFSQDiTPipeline.from_pretrained(tmp_path / "p")
+
+
+@pytest.mark.parametrize(
+    "save_kwargs",
+    [{"safe_serialization": False}, {"variant": "fp16"}, {"max_shard_size": "30KB"}],
+    ids=["pickle", "variant", "sharded"],
+)
+def test_pipeline_save_load_variants(pipe, tmp_path, save_kwargs):
+    pipe.save_pretrained(tmp_path / "p", **save_kwargs)
+    load_kwargs = {"variant": save_kwargs["variant"]} if "variant" in save_kwargs else {}
+    loaded = iFSQDiTPipeline.from_pretrained(tmp_path / "p", **load_kwargs)
+    loaded.set_progress_bar_config(disable=True)
+    kw = {"num_inference_steps": 2, "output_type": "pt"}
+    torch.testing.assert_close(
+        loaded([1, 3], generator=gen(), **kw).images, pipe([1, 3], generator=gen(), **kw).images
+    )
+
+
+def test_pipeline_dtype(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    half = iFSQDiTPipeline.from_pretrained(tmp_path / "p", dtype=torch.bfloat16)
+    half.set_progress_bar_config(disable=True)
+    assert half.transformer.dtype == torch.bfloat16 and half.vae.dtype == torch.bfloat16
+    noise = torch.randn(1, 4, 4, 4, generator=gen())  # bf16 draws differ from fp32 draws: share the noise
+    kw = {"num_inference_steps": 2, "latents": noise}
+    lat = half([1], output_type="latent", **kw).images
+    assert lat.dtype == torch.bfloat16
+    ref = pipe([1], output_type="latent", **kw).images
+    torch.testing.assert_close(lat.float(), ref, atol=0.1, rtol=0.1)
+    images = half([1], output_type="np", **kw).images
+    assert images.dtype == np.float32 and np.isfinite(images).all()
