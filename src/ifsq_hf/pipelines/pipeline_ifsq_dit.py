@@ -28,11 +28,12 @@ from ..schedulers.flow_matching import (
     timestep_grid,
     velocity_to_scheduler_output,
 )
+from .custom_pipeline import CustomPipelineMixin
 
 __all__ = ["iFSQDiTPipeline"]
 
 
-class iFSQDiTPipeline(DiffusionPipeline):
+class iFSQDiTPipeline(CustomPipelineMixin, DiffusionPipeline):
     """Sample images of given classes: flow-matching ODE in latent space, then the iFSQ decoder.
 
     Components:
@@ -45,8 +46,8 @@ class iFSQDiTPipeline(DiffusionPipeline):
             one.
         id2label: optional ``{class_id: "name, synonym, ..."}`` so classes can be asked for by name.
 
-    Load from a folder or a Hub repo id with ``iFSQDiTPipeline.from_pretrained`` (not the generic
-    ``DiffusionPipeline.from_pretrained``, which does not know this library).
+    Load from a folder or a Hub repo id with ``iFSQDiTPipeline.from_pretrained``, or with the generic
+    ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`` (see :mod:`.custom_pipeline`).
     """
 
     model_cpu_offload_seq = "transformer->vae"

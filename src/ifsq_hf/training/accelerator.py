@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..utils.import_utils import require
 from .checkpointing import TrainingState, load_checkpoint, resolve_resume_checkpoint
+from .run_config import tracker_config
 
 __all__ = ["create_accelerator", "init_trackers", "log_image_grid", "resume_if_requested"]
 
@@ -54,8 +55,8 @@ def init_trackers(accelerator: Accelerator, args: argparse.Namespace, default_pr
     """Start TensorBoard (or the chosen tracker) with the run's arguments as hyper-parameters."""
     if not accelerator.is_main_process or accelerator.log_with is None or not accelerator.log_with:
         return
-    config = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
-    accelerator.init_trackers(args.tracker_project_name or default_project, config=config)
+    # No secrets or local paths in what trackers store (TensorBoard's hparams.yml is uploaded with the folder).
+    accelerator.init_trackers(args.tracker_project_name or default_project, config=tracker_config(args))
 
 
 def log_image_grid(accelerator, tag: str, grid: Image.Image, step: int) -> None:

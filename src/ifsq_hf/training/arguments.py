@@ -6,6 +6,9 @@ import argparse
 import logging
 import os
 
+from .data_sources import check_data_args
+from .run_config import ExplicitValue
+
 __all__ = ["add_common_training_args", "add_image_dataset_args", "validate_common_args"]
 
 logger = logging.getLogger(__name__)
@@ -97,7 +100,13 @@ def add_image_dataset_args(parser: argparse.ArgumentParser, *, resolution: int) 
     g.add_argument("--image_column", type=str, default=None, help="Default: the first Image feature.")
     g.add_argument("--label_column", type=str, default=None, help="Default: the first ClassLabel feature.")
     g.add_argument("--streaming", action="store_true", help="Stream the dataset (large sets).")
-    g.add_argument("--resolution", type=int, default=resolution)
+    g.add_argument("--resolution", type=int, default=resolution, action=ExplicitValue)
+    g.add_argument(
+        "--validation_split",
+        type=float,
+        default=None,
+        help="Hold out this fraction of the training images for validation (when the source has no val/test split).",
+    )
     g.add_argument("--center_crop", action="store_true", help="Center crop instead of random crop.")
     g.add_argument("--random_flip", action="store_true", help="Random horizontal flips.")
     g.add_argument(
@@ -133,5 +142,6 @@ def validate_common_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--ema_decay must lie in [0, 1], got {args.ema_decay}.")
     if getattr(args, "resolution", 1) < 1:
         raise ValueError(f"--resolution must be >= 1, got {args.resolution}.")
+    check_data_args(args)  # one data source, a sane --validation_split
     if args.push_to_hub and args.hub_token is None and not os.environ.get("HF_TOKEN"):
         logger.warning("--push_to_hub without --hub_token: using the token from `hf auth login` / HF_TOKEN.")

