@@ -79,6 +79,40 @@ def load_official(src: str, preset: str, patch: int, latent: int, ours: Lightnin
     return off
 
 
+def paired(args, models: dict, dev: torch.device) -> None:
+    """Eager forward + backward of ours and the official model, alternating, on identical perturbed weights."""
+    ours, off = models["ours"], models["official"]
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    off.load_state_dict(convert_official_dit_state_dict(ours.state_dict()), strict=False)
+    b = args.batch
+    x, t = torch.randn(b, 4, args.latent, args.latent, device=dev), torch.rand(b, device=dev)
+    y = torch.randint(0, 1000, (b,), device=dev)
+    with torch.no_grad():
+        diff = (ours.eval()(x, t, y).sample - off.eval()(x, t, y)[0]).abs().max().item()
+
+    def step(name):
+        module = ours if name == "ours" else off
+        module.train()
+        out = module(x, t, y)
+        (out.sample if name == "ours" else out[0]).pow(2).mean().backward()
+        module.zero_grad(set_to_none=True)
+
+    times = {"ours": [], "official": []}
+    for name in times:
+        timed(lambda n=name: step(n), args.warmup, 0)
+    for _ in range(args.repeats):
+        for name in times:
+            times[name] += timed(lambda n=name: step(n), 0, 1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"paired eager fwd+bwd, DiT-{args.preset}/{args.patch}, batch {b}, {args.clock} clock, median of "
+        f"{args.repeats}: ours {med['ours']:.3f} s, official {med['official']:.3f} s, speed ours/official "
+        f"{med['official'] / med['ours']:.2f}x; max |output difference| {diff:.3g}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="S", choices=[k for k in DIT_PRESETS if k != "tiny"])
@@ -92,6 +126,11 @@ def main() -> None:
     parser.add_argument("--no-diffusers", action="store_true", help="skip diffusers' DiTTransformer2DModel")
     parser.add_argument("--compile", action="store_true", help="also time each model under torch.compile")
     parser.add_argument("--no-repa", action="store_true", help="skip the REPA overhead measurement")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="only a paired eager A/B of ours vs official: forward + backward, weights perturbed (non-zero adaLN)",
+    )
     parser.add_argument("--repa-encoder", default="efficientnet-lite0-s16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
@@ -130,6 +169,8 @@ def main() -> None:
             num_embeds_ada_norm=1000,
         )
     models = {k: m.to(dev) for k, m in models.items()}
+    if args.paired:
+        return paired(args, models, dev)
     params = {k: sum(p.numel() for p in m.parameters() if p.requires_grad) / 1e6 for k, m in models.items()}
 
     b = args.batch
