@@ -10,6 +10,7 @@ GPU and duplicates samples).
 """
 
 import argparse
+import math
 
 import torch
 from accelerate import PartialState
@@ -17,6 +18,18 @@ from accelerate import PartialState
 from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
 from ifsq_hf.models.llamagen import LlamaGenForImageGeneration
 from ifsq_hf.training.sampling import add_sampling_args, resolve_class_ids, run_sampling
+
+
+def check_generation_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fail before loading anything on settings generate() would reject (or, for top_p > 1, ignore)."""
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        parser.error(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}.")
+    if args.top_k < 0:
+        parser.error(f"--top_k must be >= 0 (0 keeps every token), got {args.top_k}.")
+    if not 0 < args.top_p <= 1:
+        parser.error(f"--top_p must be in (0, 1] (1.0 keeps every token), got {args.top_p}.")
+    if not math.isfinite(args.guidance_scale):
+        parser.error(f"--guidance_scale must be a finite number (1.0 = no guidance), got {args.guidance_scale}.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top_k", type=int, default=0, help="0 keeps every token.")
     parser.add_argument("--top_p", type=float, default=1.0)
     args = add_sampling_args(parser).parse_args(argv)
+    check_generation_args(parser, args)
     state = PartialState()
     model = LlamaGenForImageGeneration.from_pretrained(args.model).to(state.device).eval()
     if args.tokenizer is None:
@@ -42,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             tokenizer=tokenizer,
             guidance_scale=args.guidance_scale,
             temperature=args.temperature,
-            top_k=args.top_k or None,
+            top_k=args.top_k,
             top_p=args.top_p,
             generator=generator,
             output_type="pil",

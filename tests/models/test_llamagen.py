@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, StaticCache
 
 from ifsq_hf.convert.llamagen import convert_llamagen_state_dict
 from ifsq_hf.models.llamagen import (
@@ -148,8 +148,7 @@ def test_incremental_cache_matches_full_forward(model):
     tokens = torch.randint(0, 64, (2, 16))
     labels = torch.tensor([3, 4])
     full = model(class_labels=labels, image_tokens=tokens).logits
-    for cache_impl in ("dynamic", "static"):
-        cache = model._new_cache(cache_impl, 2)
+    for cache in (DynamicCache(config=model.config), StaticCache(config=model.config, max_cache_len=16)):
         step = model(class_labels=labels, past_key_values=cache, use_cache=True).logits
         rows = [step[:, -1]]
         for n in range(15):
@@ -523,7 +522,7 @@ def test_bad_inputs_raise_clear_errors(model):
     with pytest.raises(ValueError, match="needs class_labels"):
         model.generate()
     with pytest.raises(TypeError, match="unexpected generate"):
-        model.generate(class_labels=torch.tensor([1]), max_new_tokens=3)
+        model.generate(class_labels=torch.tensor([1]), num_steps=3)
     with pytest.raises(ValueError, match="guidance_interval must be"):
         model.generate(class_labels=torch.tensor([1]), guidance_scale=2.0, guidance_interval=(0.5, 0.2))
     with pytest.raises(ValueError, match="cache_implementation"):

@@ -7,7 +7,12 @@ from typing import ClassVar
 
 from transformers import PreTrainedConfig
 
-__all__ = ["LLAMAGEN_PRESETS", "LlamaGenConfig"]
+__all__ = ["LLAMAGEN_PRESETS", "MAX_CODEBOOK_SIZE", "LlamaGenConfig"]
+
+# Largest codebook one embedding table / output head may have: 2**21 codes (5 bits/dim x 4 channels = 33**4 fits,
+# 25x the 4-bit 83,521). Beyond it the tables and the (B, T, V) fp32 logits run to tens or hundreds of GB (8 bits/dim
+# with one index group: 257**4 = 4.4e9 codes); token factorization splits the index into small sub-codebooks.
+MAX_CODEBOOK_SIZE = 2**21
 
 # Upstream GPT-* widths/depths/heads (FoundationVision/LlamaGen `autoregressive/models/gpt.py`); "tiny" is for tests.
 LLAMAGEN_PRESETS: dict[str, dict[str, int]] = {
@@ -111,6 +116,7 @@ class LlamaGenConfig(PreTrainedConfig):
                 )
         self.vocab_size = int(vocab_size)
         self.factorized_vocab_sizes = factorized_vocab_sizes
+        self.check_codebook_sizes(hidden_size)
         self.num_classes = num_classes
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -142,6 +148,26 @@ class LlamaGenConfig(PreTrainedConfig):
         self.use_cache = use_cache
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
+
+    def check_codebook_sizes(self, hidden_size: int | None = None) -> None:
+        """Raise a `ValueError` when a codebook is too large for one embedding table / output head."""
+        hidden = hidden_size or getattr(self, "hidden_size", 0)
+        for size in self.factorized_vocab_sizes or [self.vocab_size]:
+            if size <= MAX_CODEBOOK_SIZE:
+                continue
+            gigabytes = 2 * size * hidden * 4 / 1e9
+            hint = "factorized_vocab_sizes=[...] whose product is the codebook size"
+            for k in range(2, 9):
+                root = round(self.vocab_size ** (1 / k))
+                if root**k == self.vocab_size and root <= MAX_CODEBOOK_SIZE:
+                    hint = f"factorized_vocab_sizes={[root] * k}"
+                    break
+            raise ValueError(
+                f"a codebook of {size:,} codes is too large for one embedding table and output head "
+                f"({gigabytes:,.0f} GB of fp32 weights at hidden_size={hidden}, more for the logits); the limit is "
+                f"{MAX_CODEBOOK_SIZE:,}. Split the token index into sub-codebooks with {hint} "
+                "(`--factorized_groups 2` or more in examples/train_llamagen_repa.py), or use fewer bits per dim."
+            )
 
     @property
     def num_image_tokens(self) -> int:

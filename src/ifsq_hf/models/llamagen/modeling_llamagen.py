@@ -33,8 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache, StaticCache
-from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import (
+    GenerateDecoderOnlyOutput,
+    GenerationMode,
+    LogitsProcessorList,
+    MaxLengthCriteria,
+    StoppingCriteriaList,
+)
+from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
@@ -57,13 +64,17 @@ class LlamaGenModelOutput(ModelOutput):
     Args:
         last_hidden_state: `(B, T, D)` hidden states after the final block (before the final norm).
         past_key_values: the KV cache, when one is used.
-        hidden_states: per-layer hidden states (embeddings first) when `output_hidden_states=True`.
+        hidden_states: `num_hidden_layers + 1` states `(B, T, D)` when `output_hidden_states=True`: the input
+            embeddings, then each block's output (the last one equals `last_hidden_state`, before the final norm).
+        attentions: per-block attention weights `(B, H, T, past + T)` when `output_attentions=True` (computed with
+            the eager kernel for that call, whatever `attn_implementation` is).
         repa_features: `(B, T, F)` REPA projector output; position n is the state predicting image token n.
     """
 
     last_hidden_state: torch.Tensor | None = None
     past_key_values: Cache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
     repa_features: torch.Tensor | None = None
 
 
@@ -76,7 +87,8 @@ class LlamaGenImageGenerationOutput(ModelOutput):
         logits: `(B, T, vocab_size)`, or with factorization a tuple of K tensors `(B, T', V_k)`; position n scores
             image token n.
         past_key_values: the KV cache, when one is used.
-        hidden_states: per-layer hidden states when `output_hidden_states=True`.
+        hidden_states: per-layer hidden states when `output_hidden_states=True` (see [`LlamaGenModelOutput`]).
+        attentions: per-block attention weights when `output_attentions=True`.
         repa_features: `(B, T, F)` REPA projector output when `output_repa_features=True`.
     """
 
@@ -84,6 +96,7 @@ class LlamaGenImageGenerationOutput(ModelOutput):
     logits: torch.Tensor | tuple[torch.Tensor, ...] | None = None
     past_key_values: Cache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
     repa_features: torch.Tensor | None = None
 
 
@@ -123,7 +136,11 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference attention; a `None` mask means causal (same convention as the SDPA path)."""
+    """Reference attention that also returns the weights.
+
+    `attention_mask` is what transformers' mask utilities build: an additive float mask (eager), a boolean
+    keep-mask (SDPA) or `None`, which means causal (aligned to the end of the keys) for a multi-token query.
+    """
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
@@ -132,8 +149,10 @@ def eager_attention_forward(
     q_len, kv_len = query.shape[-2], key.shape[-2]
     if attention_mask is None and q_len > 1:
         attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
         scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
+        scores = scores + attention_mask
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()
@@ -204,10 +223,12 @@ class LlamaGenAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        past_length: int = 0,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
-    ) -> torch.Tensor:
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, t, _ = hidden_states.shape
         q, k, v = self.qkv_proj(hidden_states).split(
             [self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim],
@@ -216,29 +237,24 @@ class LlamaGenAttention(nn.Module):
         q = q.view(b, t, -1, self.head_dim).transpose(1, 2)
         k = k.view(b, t, -1, self.head_dim).transpose(1, 2)
         v = v.view(b, t, -1, self.head_dim).transpose(1, 2)
-        q = apply_rope_interleaved(q, *rope)
-        k = apply_rope_interleaved(k, *rope)
+        q = apply_rope_interleaved(q, *position_embeddings)
+        k = apply_rope_interleaved(k, *position_embeddings)
         if past_key_values is not None:
+            # StaticCache writes in place (index_copy_) into preallocated slots; DynamicCache concatenates.
             k, v = past_key_values.update(k, v, self.layer_idx)
-        mask = None
-        kv_len = k.shape[-2]
-        if kv_len != past_length + t or (t > 1 and past_length > 0):
-            # Static slots beyond the written ones, or a multi-token chunk after a prefix: explicit causal mask.
-            query_pos = torch.arange(past_length, past_length + t, device=q.device)
-            mask = (torch.arange(kv_len, device=q.device)[None, :] <= query_pos[:, None])[None, None]
-        attn_fn: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        out, _ = attn_fn(
+        attn_fn: Callable = eager_attention_forward
+        if not output_attentions:  # only the eager path materialises the weights
+            attn_fn = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        out, weights = attn_fn(
             self,
             q,
             k,
             v,
-            mask,
+            attention_mask,
             dropout=self.config.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
         )
-        return self.resid_dropout(self.o_proj(out.reshape(b, t, -1)))
+        return self.resid_dropout(self.o_proj(out.reshape(b, t, -1))), weights
 
 
 class LlamaGenDecoderLayer(GradientCheckpointingLayer):
@@ -255,14 +271,21 @@ class LlamaGenDecoderLayer(GradientCheckpointingLayer):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        past_length: int = 0,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
-    ) -> torch.Tensor:
-        h = hidden_states + self.drop_path(
-            self.self_attn(self.input_layernorm(hidden_states), rope, past_length, past_key_values=past_key_values)
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn, weights = self.self_attn(
+            self.input_layernorm(hidden_states),
+            position_embeddings,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            output_attentions=output_attentions,
         )
-        return h + self.drop_path(self.mlp(self.post_attention_layernorm(h)))
+        h = hidden_states + self.drop_path(attn)
+        return h + self.drop_path(self.mlp(self.post_attention_layernorm(h))), weights
 
 
 class LlamaGenPreTrainedModel(PreTrainedModel):
@@ -274,9 +297,11 @@ class LlamaGenPreTrainedModel(PreTrainedModel):
     _no_split_modules: ClassVar[list[str]] = ["LlamaGenDecoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = False
-    _supports_flex_attn = True
+    # Flex attention is not declared: on CPU its forward matched SDPA but cached generation with a StaticCache gave
+    # different tokens, and each call compiles for ~50 s, so it cannot be kept under test here.
+    _supports_flex_attn = False
     _supports_attention_backend = True
-    _can_compile_fullgraph = False
+    _can_compile_fullgraph = True  # one decoding step with a StaticCache compiles with fullgraph=True (tested)
 
     def _init_weights(self, module: nn.Module) -> None:
         # Upstream init: N(0, 0.02) for every Linear and Embedding, ones for norms, zeros for the output heads.
@@ -308,6 +333,7 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
 
     def __init__(self, config: LlamaGenConfig):
         super().__init__(config)
+        config.check_codebook_sizes()  # also when the config was edited after construction
         has_null = config.class_dropout_prob > 0
         self.class_embedding = nn.Embedding(config.num_classes + int(has_null), config.hidden_size)
         if config.factorized_vocab_sizes:
@@ -360,17 +386,20 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
         return self._rope_cache
 
     def check_class_labels(self, class_labels: torch.Tensor) -> torch.Tensor:
-        if class_labels.ndim != 1 or torch.is_floating_point(class_labels):
+        """Dtype/shape checks always; the value range only where it costs no device sync (CPU, not compiling)."""
+        if class_labels.ndim != 1 or torch.is_floating_point(class_labels) or class_labels.dtype == torch.bool:
             raise ValueError(
-                f"class_labels must be a 1-D integer tensor, got {class_labels.dtype} {tuple(class_labels.shape)}."
+                f"class_labels must be a 1-D tensor of integer class ids, got {class_labels.dtype} "
+                f"{tuple(class_labels.shape)}."
             )
-        hi = self.class_embedding.num_embeddings - 1
-        if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) > hi):
-            null = f" (id {self.null_class_id} is the null class)" if self.null_class_id is not None else ""
-            raise ValueError(
-                f"class_labels must lie in [0, {hi}]{null}; got values in "
-                f"[{int(class_labels.min())}, {int(class_labels.max())}]."
-            )
+        if _can_check_values(class_labels):
+            hi = self.class_embedding.num_embeddings - 1
+            if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) > hi):
+                null = f" (id {self.null_class_id} is the null class)" if self.null_class_id is not None else ""
+                raise ValueError(
+                    f"class_labels must lie in [0, {hi}]{null}; got values in "
+                    f"[{int(class_labels.min())}, {int(class_labels.max())}]."
+                )
         return class_labels.long()
 
     def split_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
@@ -392,19 +421,26 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
         return (sub_tokens * mults).sum(-1)
 
     def check_image_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
-        if torch.is_floating_point(image_tokens) or image_tokens.ndim not in (2, 3):
+        """Dtype/shape checks always; the value range only where it costs no device sync (CPU, not compiling)."""
+        if (
+            torch.is_floating_point(image_tokens)
+            or image_tokens.dtype == torch.bool
+            or image_tokens.ndim not in (2, 3)
+        ):
             raise ValueError(
                 f"image_tokens must be integer (B, T) ids, got {image_tokens.dtype} {tuple(image_tokens.shape)}."
             )
         image_tokens = image_tokens.long()
+        if image_tokens.ndim == 3 and not self.config.factorized_vocab_sizes:
+            raise ValueError("(B, T, K) sub-token ids need a config with factorized_vocab_sizes.")
+        if not _can_check_values(image_tokens) or not image_tokens.numel():
+            return image_tokens
         if image_tokens.ndim == 3:
-            if not self.config.factorized_vocab_sizes:
-                raise ValueError("(B, T, K) sub-token ids need a config with factorized_vocab_sizes.")
             hi = torch.tensor(self.config.factorized_vocab_sizes, device=image_tokens.device)
             bad = (image_tokens < 0) | (image_tokens >= hi)
         else:
             bad = (image_tokens < 0) | (image_tokens >= self.config.vocab_size)
-        if image_tokens.numel() and bool(bad.any()):
+        if bool(bad.any()):
             raise ValueError(
                 f"image_tokens must lie in [0, {self.config.vocab_size - 1}] (the tokenizer codebook); got values "
                 f"in [{int(image_tokens.min())}, {int(image_tokens.max())}]. Check the tokenizer matches the model."
@@ -431,46 +467,49 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
         class_labels: torch.Tensor | None = None,
         image_tokens: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         output_repa_features: bool = False,
         return_dict: bool | None = None,
-        past_length: int | None = None,
         **kwargs,
     ) -> LlamaGenModelOutput | tuple:
         """Run the trunk on `[class token, image tokens...]`.
 
         `class_labels` starts a new sequence at position 0; without it `image_tokens` (or `inputs_embeds`) continue
         the sequence held in `past_key_values`. With all N image tokens of an image the last one is dropped (it
-        predicts nothing), so a training call yields N positions where position n predicts token n. `past_length`
-        (the number of cached positions) spares a device sync in decoding loops.
+        predicts nothing), so a training call yields N positions where position n predicts token n.
+        `attention_mask` is an optional `(B, past + T)` padding mask (1 = attend), turned into the attention
+        backend's mask by transformers' mask utilities; `position_ids` default to the cache length onwards.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else False
+        output_hidden_states = bool(output_hidden_states)
+        output_attentions = bool(output_attentions)
         use_cache = use_cache if use_cache is not None else (past_key_values is not None)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         if not use_cache:
             past_key_values = None
-        if past_key_values is None:
-            past = 0
-        elif past_length is not None:
-            past = past_length
-        else:
-            past = int(past_key_values.get_seq_length())
+        # An int for DynamicCache, a 0-d tensor for StaticCache (no sync: only used in tensor arithmetic).
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        known_past = isinstance(past, int)
 
         parts = []
         if class_labels is not None:
-            if past:
+            if known_past and past:
                 raise ValueError("class_labels start a new sequence; pass a fresh (empty) cache with them.")
             parts.append(self.embed_classes(class_labels))
-        elif past == 0:
+        elif known_past and past == 0:
             raise ValueError("class_labels are required (or a cache holding the class token and earlier tokens).")
         if image_tokens is not None:
             image_tokens = self.check_image_tokens(image_tokens)
-            if image_tokens.shape[1] + past + len(parts) > self.config.max_position_embeddings:
-                image_tokens = image_tokens[:, : self.config.num_image_tokens - 1]
+            if class_labels is not None and image_tokens.shape[1] >= self.config.max_position_embeddings:
+                image_tokens = image_tokens[
+                    :, : self.config.num_image_tokens - 1
+                ]  # a full image: last one predicts nothing
             parts.append(self.embed_image_tokens(image_tokens))
         if inputs_embeds is not None:
             parts.append(inputs_embeds)
@@ -479,15 +518,25 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
         h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         h = self.token_dropout(h)
         t = h.shape[1]
-        if past + t > self.config.max_position_embeddings:
+        if known_past and past + t > self.config.max_position_embeddings:
             raise ValueError(
                 f"sequence of {past + t} positions exceeds image_token_size**2 = {self.config.max_position_embeddings} "
                 "(the class token + N - 1 image tokens)."
             )
+        if position_ids is None:
+            position_ids = (torch.arange(t, device=h.device) + past)[None]
         cos, sin = self.rope(h.device)
-        rope = (cos[past : past + t], sin[past : past + t])
+        rope = (cos[position_ids][:, None], sin[position_ids][:, None])  # (B|1, 1, T, head_dim/2)
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=h,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+        )
 
         all_hidden = (h,) if output_hidden_states else None
+        all_attn = () if output_attentions else None
         repa = None
         if output_repa_features:
             if not self.config.repa_feature_dim:
@@ -495,15 +544,20 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
             if self.config.repa_depth == 0:
                 repa = self.repa_projector(h)
         for i, layer in enumerate(self.layers):
-            h = layer(h, rope, past, past_key_values=past_key_values)
+            h, weights = layer(
+                h, rope, attention_mask=mask, past_key_values=past_key_values, output_attentions=output_attentions
+            )
             if output_hidden_states:
                 all_hidden += (h,)
+            if output_attentions:
+                all_attn += (weights,)
             if output_repa_features and i + 1 == self.config.repa_depth:
                 repa = self.repa_projector(h)
         out = LlamaGenModelOutput(
             last_hidden_state=h,
             past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden,
+            attentions=all_attn,
             repa_features=repa,
         )
         return out if return_dict else out.to_tuple()
@@ -515,13 +569,26 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
         """
         cos, sin = self.rope(context.device)
         k = context.shape[1]
+        mask = create_causal_mask(config=self.config, inputs_embeds=context, attention_mask=None, past_key_values=None)
         for layer in self.factorized_layers:
-            context = layer(context, (cos[:k], sin[:k]))
+            context, _ = layer(context, (cos[:k], sin[:k]), attention_mask=mask)
         return self.norm(context)
+
+
+def _can_check_values(tensor: torch.Tensor) -> bool:
+    # Value checks read the data: free on CPU, a device sync elsewhere, and a graph break under compile/export.
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _repeat_rows(x: torch.Tensor, reps: int) -> torch.Tensor:
     return x.repeat(reps, *([1] * (x.dim() - 1))) if reps > 1 else x
+
+
+def _cat_layers(per_stream: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Per-layer tensors of the CFG streams (conditional rows first) joined along the batch."""
+    if len(per_stream) == 1:
+        return per_stream[0]
+    return tuple(torch.cat(layer) for layer in zip(*per_stream))
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -554,6 +621,10 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
             self.lm_head._llamagen_zero_init = True
         self.post_init()
+        for key in ("do_sample", "cache_implementation"):  # saved with the model in generation_config.json
+            value = self._generation_defaults[key]
+            if getattr(self.generation_config, key, None) is None:
+                setattr(self.generation_config, key, value)
 
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
@@ -566,10 +637,15 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
         class_labels: torch.Tensor | None = None,
         image_tokens: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         output_repa_features: bool = False,
+        logits_to_keep: int = 0,
         return_dict: bool | None = None,
         **kwargs,
     ) -> LlamaGenImageGenerationOutput | tuple:
@@ -580,16 +656,23 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             image_tokens: `(B, T)` token ids of the image so far, in raster order (a full image: `T = N`); with
                 factorization also `(B, T, K)` sub-indices.
             labels: `(B, L)` targets aligned with the logits (usually `labels=image_tokens`); -100 is ignored.
+            inputs_embeds: `(B, T, D)` token embeddings appended after the class token / image tokens.
+            attention_mask, position_ids, past_key_values, use_cache: as in transformers decoders.
             output_repa_features: also return the REPA projector output (the loss lives in
                 `ifsq_hf.training.repa.repa_projection_loss`).
+            logits_to_keep: `n > 0` computes the head on the last `n` positions only (decoding); 0 = all.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         out = self.model(
             class_labels=class_labels,
             image_tokens=image_tokens,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             output_repa_features=output_repa_features,
             return_dict=True,
         )
@@ -597,7 +680,7 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
         if self.config.factorized_vocab_sizes:
             logits = self._factorized_logits(h, image_tokens, labels)
         else:
-            logits = self.lm_head(self.model.norm(h)).float()
+            logits = self.lm_head(self.model.norm(h[:, -logits_to_keep:] if logits_to_keep else h)).float()
         loss = None
         if labels is not None:
             loss = self.loss_from_logits(logits, labels)
@@ -606,6 +689,7 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
             logits=logits,
             past_key_values=out.past_key_values,
             hidden_states=out.hidden_states,
+            attentions=out.attentions,
             repa_features=out.repa_features,
         )
         return result if return_dict else result.to_tuple()
@@ -638,105 +722,203 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------------------------------------ generation
 
-    def _sampling_processors(self, temperature: float, top_k: int | None, top_p: float | None) -> LogitsProcessorList:
-        procs = LogitsProcessorList()
-        if temperature != 1.0:
-            procs.append(TemperatureLogitsWarper(temperature))
-        if top_k:
-            procs.append(TopKLogitsWarper(top_k))
-        if top_p is not None and top_p < 1.0:
-            procs.append(TopPLogitsWarper(top_p))
-        return procs
+    # Image generation decodes greedily or by sampling. Beam, group-beam, constrained and contrastive search and
+    # assisted/prompt-lookup decoding are text strategies with no meaning for a fixed-length token grid.
+    _supported_generation_modes: ClassVar[tuple[GenerationMode, ...]] = (
+        GenerationMode.GREEDY_SEARCH,
+        GenerationMode.SAMPLE,
+    )
+    # Upstream LlamaGen sampling defaults (`sample_c2i.py`: multinomial, temperature 1, no top-k/top-p) and the
+    # preallocated cache; used wherever neither the caller nor `model.generation_config` sets a value (instead of
+    # transformers' text defaults: greedy, top_k=50). The first two are also written into a new model's
+    # generation_config (the filters stay unset there, so a saved greedy config remains valid).
+    _generation_defaults: ClassVar[dict[str, Any]] = {
+        "do_sample": True,
+        "cache_implementation": "static",
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
+    }
+    # generate() arguments of text models that have no image counterpart.
+    _unsupported_generate_args: ClassVar[tuple[str, ...]] = (
+        "assistant_model",
+        "assistant_tokenizer",
+        "tokenizer",
+        "prefix_allowed_tokens_fn",
+        "negative_prompt_ids",
+        "negative_prompt_attention_mask",
+        "synced_gpus",
+        "custom_generate",
+        "input_ids",
+        "attention_mask",
+    )
 
     @staticmethod
     def _guided(logits: torch.Tensor, b: int, scale: float, active: bool) -> torch.Tensor:
+        # CFG on raw logits, as upstream: rows [:b] conditional, [b:] unconditional.
         cond, uncond = logits[:b], logits[b:]
         return uncond + scale * (cond - uncond) if active and uncond.shape[0] else cond
 
-    def _new_cache(self, cache_implementation: str | None, batch: int) -> Cache | None:
-        if cache_implementation is None:
-            return None
-        if cache_implementation == "dynamic":
-            return DynamicCache(config=self.config)
-        if cache_implementation == "static":
-            return StaticCache(config=self.config, max_cache_len=self.config.max_position_embeddings)
-        raise ValueError(f"cache_implementation must be 'dynamic', 'static' or None, got {cache_implementation!r}.")
+    def _prepare_llamagen_generation_config(
+        self, generation_config: GenerationConfig | None, kwargs: dict[str, Any]
+    ) -> tuple[GenerationConfig, dict[str, Any]]:
+        """transformers' config merge (call kwargs > `generation_config` > `model.generation_config`), with
+        LlamaGen's defaults in place of the text defaults (`top_k=50`, greedy, 20 tokens) where nothing was set."""
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None = "not set", as in transformers
+        bad = sorted(set(kwargs) & set(self._unsupported_generate_args))
+        if bad:
+            raise ValueError(
+                f"generate() arguments {bad} are for text models; LlamaGen samples image tokens from class_labels "
+                "(greedy or sampling, with guidance_scale / guidance_interval for CFG)."
+            )
+        gen, model_kwargs = self._prepare_generation_config(generation_config, **kwargs)
+        for key, value in self._generation_defaults.items():
+            set_by_caller = key in kwargs or getattr(generation_config, key, None) is not None
+            if not set_by_caller and getattr(self.generation_config, key, None) is None:
+                setattr(gen, key, value)
+        if model_kwargs.get("past_key_values") is not None and "cache_implementation" not in kwargs:
+            gen.cache_implementation = None  # the caller's cache wins over the saved default
+        unexpected = sorted(set(model_kwargs) - {"output_attentions", "output_hidden_states", "past_key_values"})
+        if unexpected:
+            raise TypeError(
+                f"unexpected generate() arguments {unexpected}; LlamaGen takes class_labels, guidance_scale, "
+                "guidance_interval, generator/seed, batched_cfg, return_sub_tokens, logits_processor, "
+                "stopping_criteria, streamer and GenerationConfig fields (max_new_tokens, do_sample, temperature, "
+                "top_k, top_p, num_return_sequences, output_scores, output_logits, return_dict_in_generate, "
+                "use_cache, cache_implementation, ...)."
+            )
+        return gen, model_kwargs
+
+    def _check_generation_settings(self, gen: GenerationConfig, scales: list[float], interval) -> int:
+        """Reject settings transformers would silently ignore; returns the number of tokens to generate."""
+        mode = gen.get_generation_mode()
+        if mode not in self._supported_generation_modes:
+            raise ValueError(
+                f"LlamaGen generates images by greedy decoding (do_sample=False) or sampling (do_sample=True with "
+                f"temperature/top_k/top_p); got generation mode {mode.value!r}. Beam search (num_beams > 1), "
+                "constrained/group beam search, contrastive search (penalty_alpha) and assisted or prompt-lookup "
+                "decoding are not supported."
+            )
+
+        def number(name, value, ok, rule):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
+                raise ValueError(f"{name} must be {rule}, got {value!r}.")
+
+        number("temperature", gen.temperature, gen.temperature >= 0, "a finite number >= 0 (0 = greedy)")
+        number("top_p", gen.top_p, 0 < gen.top_p <= 1, "in (0, 1] (1.0 keeps every token)")
+        number("top_k", gen.top_k, isinstance(gen.top_k, int) and gen.top_k >= 0, "an integer >= 0 (0 = off)")
+        n = gen.num_return_sequences
+        number("num_return_sequences", n, isinstance(n, int) and n >= 1, "an integer >= 1")
+        for s in scales:
+            number("guidance_scale", s, True, "a finite number (1.0 = no guidance)")
+        start, end = interval
+        if not (
+            all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (start, end))
+            and 0.0 <= start < end <= 1.0
+        ):
+            raise ValueError(
+                f"guidance_interval must be (start, end) fractions of the token sequence with 0 <= start < end <= 1, "
+                f"got {interval}."
+            )
+        if gen.cache_implementation not in (None, "dynamic", "static"):
+            raise ValueError(
+                f"cache_implementation must be 'static' (preallocated, the default), 'dynamic' or None, got "
+                f"{gen.cache_implementation!r}."
+            )
+        n_max = self.config.num_image_tokens
+        new = gen.max_new_tokens if gen.max_new_tokens is not None else n_max
+        number("max_new_tokens", new, isinstance(new, int) and 1 <= new <= n_max, f"an integer in [1, {n_max}]")
+        return new
+
+    def _generation_class_labels(self, class_labels) -> torch.Tensor:
+        if class_labels is None:
+            raise ValueError("generate() needs class_labels, e.g. model.generate(class_labels=torch.tensor([207])).")
+        labels = torch.as_tensor(class_labels)
+        if not labels.numel():
+            raise ValueError("class_labels is empty; pass at least one class id.")
+        if labels.dtype == torch.bool or torch.is_floating_point(labels) or torch.is_complex(labels):
+            raise ValueError(
+                f"class_labels must be integer class ids, got {labels.dtype} values {labels.flatten()[:4].tolist()}."
+            )
+        if labels.ndim > 1 and labels.shape[1:].numel() != 1:
+            raise ValueError(f"class_labels must be (B,) or (B, 1) class ids, got shape {tuple(labels.shape)}.")
+        labels = labels.reshape(-1).to(device=self.device, dtype=torch.long)
+        hi = self.model.class_embedding.num_embeddings - 1
+        lo_val, hi_val = int(labels.min()), int(labels.max())  # one sync per call, at the API boundary
+        if lo_val < 0 or hi_val > hi:
+            null = (
+                f" (id {self.model.null_class_id} is the null class)" if self.model.null_class_id is not None else ""
+            )
+            raise ValueError(f"class_labels must lie in [0, {hi}]{null}; got values in [{lo_val}, {hi_val}].")
+        return labels
 
     @torch.no_grad()
     def generate(
         self,
         class_labels: torch.Tensor | list[int] | None = None,
+        generation_config: GenerationConfig | None = None,
+        logits_processor: LogitsProcessorList | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
+        streamer: Any | None = None,
         guidance_scale: float | list[float] | None = None,
         guidance_interval: tuple[float, float] | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        do_sample: bool | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
-        use_cache: bool | None = None,
-        cache_implementation: str | None = None,
         batched_cfg: bool = True,
         return_sub_tokens: bool = False,
-        logits_processor: LogitsProcessorList | None = None,
-        generation_config: GenerationConfig | None = None,
         **kwargs,
-    ) -> torch.Tensor:
-        r"""Sample the `(B, N)` image-token grid (raster order) for `class_labels`.
+    ) -> torch.Tensor | GenerateDecoderOnlyOutput:
+        r"""Sample the `(B, N)` image-token grid (raster order) for `class_labels`, transformers-style.
+
+        Settings follow transformers: a `GenerationConfig` and/or its fields as keyword arguments (call arguments >
+        `generation_config` > `model.generation_config` > LlamaGen defaults: sampling, temperature 1, no top-k/top-p,
+        static cache, `max_new_tokens` = the image's `N` tokens). Greedy decoding and sampling are supported; the
+        logits processors and warpers are transformers' own (`logits_processor=` adds yours before the warpers).
 
         Args:
-            class_labels: `(B,)` class ids.
-            guidance_scale: CFG scale `s` in logits space, `u + s (c - u)`, the null class being the unconditional
-                input; 1.0 disables guidance (no unconditional pass). Factorized models also take one scale per
-                sub-token (as the official group sampler).
+            class_labels: `(B,)` integer class ids (`num_return_sequences` images each).
+            guidance_scale: CFG scale `s` on raw logits, `u + s (c - u)` with the null class as unconditional input
+                (conditional and unconditional rows batched in one forward); 1.0 disables guidance. Factorized
+                models also take one scale per sub-token. Also read from `generation_config.guidance_scale`.
             guidance_interval: `(start, end)` fractions of the token sequence where CFG applies (token n is guided
                 when `start <= n / N < end`); `None` = every token (upstream `cfg_interval=-1`).
-            temperature, top_k, top_p: sampling filters applied after CFG (0 / 1.0 = off), as upstream.
-            do_sample: `False` = greedy (argmax) decoding.
-            generator, seed: randomness for sampling (`seed` builds a generator on the model's device).
-            use_cache, cache_implementation: KV cache ("dynamic" or "static"); `use_cache=False` recomputes the
-                full prefix every step (slow, a reference).
-            batched_cfg: run conditional and unconditional rows in one `2B` forward (fast path); `False` runs two
-                separate passes with separate caches.
+            generator, seed: randomness for sampling (default: torch's global RNG).
+            batched_cfg: `False` runs the unconditional rows as a second pass with its own cache (a reference).
             return_sub_tokens: with factorization, return `(B, N, K)` sub-indices instead of global ids.
-            logits_processor: extra transformers `LogitsProcessor`s, run on the guided logits after the filters.
-            generation_config: defaults for the arguments left at `None` (else `model.generation_config`, so
-                `model.generation_config.guidance_scale = 2.0` is saved with the model); then the upstream
-                defaults: no guidance, temperature 1, no top-k/top-p, sampling, dynamic cache.
+            logits_processor, stopping_criteria, streamer: as in transformers. The streamer receives each
+                position's `(B,)` token ids; stopping criteria see the tokens so far and end generation early once
+                they hold for every row (the grid is then shorter than `N`).
+            kwargs: `GenerationConfig` fields (`max_new_tokens`, `do_sample`, `temperature`, `top_k`, `top_p`,
+                `num_return_sequences`, `output_scores`, `output_logits`, `return_dict_in_generate`,
+                `output_hidden_states`, `output_attentions`, `use_cache`, `cache_implementation`,
+                `compile_config`, ...) and `past_key_values`.
+
+        Returns:
+            `(B, n)` token ids, or a `GenerateDecoderOnlyOutput` with `return_dict_in_generate=True` whose
+            `logits` are the guided logits and `scores` the processed ones, one `(B, V)` entry per generated token
+            (per sub-token with factorization, `V = V_k`).
         """
-        gen = generation_config if generation_config is not None else self.generation_config
-
-        def setting(value, name, default):
-            if value is not None:
-                return value
-            saved = getattr(gen, name, None) if gen is not None else None
-            return saved if saved is not None else default
-
-        guidance_scale = setting(guidance_scale, "guidance_scale", 1.0)
-        temperature = setting(temperature, "temperature", 1.0)
-        top_k = setting(top_k, "top_k", 0)
-        top_p = setting(top_p, "top_p", 1.0)
-        do_sample = setting(do_sample, "do_sample", True)
-        use_cache = setting(use_cache, "use_cache", True)
-        cache_implementation = setting(cache_implementation, "cache_implementation", "dynamic")
-        if kwargs:
-            raise TypeError(
-                f"unexpected generate() arguments {sorted(kwargs)}; LlamaGen samples from class_labels with "
-                "guidance_scale, guidance_interval, temperature, top_k, top_p, do_sample, generator/seed."
-            )
-        if class_labels is None:
-            raise ValueError("generate() needs class_labels, e.g. model.generate(class_labels=torch.tensor([207])).")
-        device = self.device
-        class_labels = self.model.check_class_labels(torch.as_tensor(class_labels, device=device).reshape(-1))
+        gen, model_kwargs = self._prepare_llamagen_generation_config(generation_config, kwargs)
+        if guidance_scale is None:
+            guidance_scale = gen.guidance_scale if gen.guidance_scale is not None else 1.0
+        gen.guidance_scale = None  # CFG is applied here, batched; not transformers' unbatched CFG processor
+        if guidance_interval is None:
+            guidance_interval = getattr(gen, "guidance_interval", None) or (0.0, 1.0)
         k_sub = self.config.num_sub_tokens
         if isinstance(guidance_scale, (list, tuple)):
             if len(guidance_scale) != k_sub or k_sub == 1:
                 raise ValueError(
                     f"a list guidance_scale needs one scale per sub-token ({k_sub}); got {list(guidance_scale)}."
                 )
-            scales = [float(x) for x in guidance_scale]
+            scales = list(guidance_scale)
         else:
-            scales = [float(guidance_scale)] * k_sub
+            scales = [guidance_scale] * k_sub
+        if isinstance(guidance_interval, (list, tuple)) and len(guidance_interval) == 2:
+            start, end = guidance_interval
+        else:
+            raise ValueError(f"guidance_interval must be a (start, end) pair of fractions, got {guidance_interval!r}.")
+        n_new = self._check_generation_settings(gen, scales, (start, end))
+        scales = [float(x) for x in scales]
         use_cfg = any(x != 1.0 for x in scales)
         null = self.model.null_class_id
         if use_cfg and null is None:
@@ -745,79 +927,138 @@ class LlamaGenForImageGeneration(LlamaGenPreTrainedModel, GenerationMixin):
                 "class_dropout_prob=0 (no unconditional class). Use guidance_scale=1.0 or a model trained with label "
                 "dropout."
             )
-        if do_sample and temperature == 0:
-            do_sample = False
+        device = self.device
+        labels = self._generation_class_labels(class_labels).repeat_interleave(gen.num_return_sequences)
+        if gen.do_sample and gen.temperature == 0:
+            gen.do_sample = False  # temperature 0 = greedy (upstream divides by 1e-5 instead)
         if generator is None and seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
-        start, end = guidance_interval if guidance_interval is not None else (0.0, 1.0)
-        if not 0.0 <= start < end <= 1.0:
-            raise ValueError(
-                f"guidance_interval must be (start, end) fractions of the token sequence with 0 <= start < end <= 1, "
-                f"got {guidance_interval}."
-            )
-        n_tokens = self.config.num_image_tokens
-        procs = self._sampling_processors(temperature, top_k, top_p) if do_sample else LogitsProcessorList()
-        procs.extend(logits_processor or [])
-        b = class_labels.shape[0]
+
+        self._prepare_special_tokens(gen, False, device=device)
+        gen.max_length = n_new  # sequences hold image tokens only (the class label is not a token)
+        procs = self._get_logits_processor(
+            generation_config=gen,
+            input_ids_seq_length=0,
+            logits_processor=LogitsProcessorList(logits_processor or []),
+            device=device,
+            model_kwargs=model_kwargs,
+        )
+        criteria = [
+            c
+            for c in self._get_stopping_criteria(gen, stopping_criteria or StoppingCriteriaList())
+            if not isinstance(c, MaxLengthCriteria)  # the loop bound
+        ]
+
+        b = labels.shape[0]
+        if use_cfg and batched_cfg:
+            streams = [torch.cat([labels, torch.full_like(labels, null)])]
+        elif use_cfg:
+            streams = [labels, torch.full_like(labels, null)]
+        else:
+            streams = [labels]
+        user_cache = model_kwargs.pop("past_key_values", None)
+        if user_cache is not None and len(streams) > 1:
+            raise ValueError("past_key_values holds one cache; pass batched_cfg=True (the default) with it.")
+        caches = []
+        for rows in streams:
+            mk = {"past_key_values": user_cache} if user_cache is not None else {}
+            if gen.use_cache:
+                self._prepare_cache_for_generation(gen, mk, GenerationMode.SAMPLE, rows.shape[0], n_new)
+            caches.append(mk.get("past_key_values"))
+        decode_fn = self.__call__
+        if gen.use_cache and self._valid_auto_compile_criteria({"past_key_values": caches[0]}, gen):
+            decode_fn = self.get_compiled_call(gen.compile_config)  # whole decode step, static shapes
+
+        want = gen.return_dict_in_generate
+        record_scores = () if want and gen.output_scores else None
+        record_logits = () if want and gen.output_logits else None
+        record_hidden = () if want and gen.output_hidden_states else None
+        record_attn = () if want and gen.output_attentions else None
+        out_flags = {
+            "output_hidden_states": record_hidden is not None,
+            "output_attentions": record_attn is not None,
+        }
         factorized = bool(self.config.factorized_vocab_sizes)
         sizes = self.config.factorized_vocab_sizes or [self.config.vocab_size]
-        out = torch.zeros(b, n_tokens, len(sizes), dtype=torch.long, device=device)
+        out = torch.zeros(b, n_new, len(sizes), dtype=torch.long, device=device)
+        n_image = self.config.num_image_tokens
 
         def pick(logits: torch.Tensor, n: int) -> torch.Tensor:
-            flat = out[:, :n].reshape(b, -1)
-            scores = procs(flat, logits.float())
-            if not do_sample:
+            nonlocal record_scores, record_logits
+            scores = procs(out[:, :n].reshape(b, -1), logits)
+            if record_logits is not None:
+                record_logits += (logits,)
+            if record_scores is not None:
+                record_scores += (scores,)
+            if not gen.do_sample:
                 return scores.argmax(-1)
             return torch.multinomial(F.softmax(scores, dim=-1), 1, generator=generator).squeeze(-1)
 
-        if use_cfg and batched_cfg:
-            streams = [torch.cat([class_labels, torch.full_like(class_labels, null)])]
-        elif use_cfg:
-            streams = [class_labels, torch.full_like(class_labels, null)]
-        else:
-            streams = [class_labels]
-        caches = [self._new_cache(cache_implementation if use_cache else None, s.shape[0]) for s in streams]
+        def run_stream(rows: torch.Tensor, cache: Cache | None, n: int):
+            reps = rows.shape[0] // b
+            call = self.model if factorized else self
+            extra = {} if factorized else {"logits_to_keep": 1}
+            if cache is None:  # reference path: recompute the whole prefix
+                prefix = _repeat_rows(self._tokens_for_model(out[:, :n]), reps)
+                return call(class_labels=rows, image_tokens=prefix, use_cache=False, **out_flags, **extra)
+            if n == 0:
+                return call(class_labels=rows, past_key_values=cache, use_cache=True, **out_flags, **extra)
+            prev = _repeat_rows(self._tokens_for_model(out[:, n - 1 : n]), reps)
+            embeds = self.model.embed_image_tokens(prev)  # sampled ids are in range: no validation needed
+            fn = self.model if factorized else decode_fn
+            return fn(inputs_embeds=embeds, past_key_values=cache, use_cache=True, **out_flags, **extra)
 
-        for n in range(n_tokens):
-            active = use_cfg and start <= n / n_tokens < end
-            hs = []
-            for labels_s, cache in zip(streams, caches):
-                reps = labels_s.shape[0] // b
-                if cache is None:  # reference path: recompute the whole prefix
-                    prefix = _repeat_rows(self._tokens_for_model(out[:, :n]), reps)
-                    h = self.model(class_labels=labels_s, image_tokens=prefix, use_cache=False).last_hidden_state
-                elif n == 0:
-                    h = self.model(
-                        class_labels=labels_s, past_key_values=cache, use_cache=True, past_length=0
-                    ).last_hidden_state
-                else:  # sampled ids are in range by construction: embed directly, no validation sync
-                    prev = _repeat_rows(self._tokens_for_model(out[:, n - 1 : n]), reps)
-                    h = self.model(
-                        inputs_embeds=self.model.embed_image_tokens(prev),
-                        past_key_values=cache,
-                        use_cache=True,
-                        past_length=n,
-                    ).last_hidden_state
-                hs.append(h[:, -1])
-            h_last = torch.cat(hs) if len(hs) > 1 else hs[0]
+        n_done = n_new
+        for n in range(n_new):
+            active = use_cfg and start <= n / n_image < end
+            outputs = [run_stream(rows, cache, n) for rows, cache in zip(streams, caches)]
+            if record_hidden is not None:
+                record_hidden += (_cat_layers([o.hidden_states for o in outputs]),)
+            if record_attn is not None:
+                record_attn += (_cat_layers([o.attentions for o in outputs]),)
             if not factorized:
-                logits = self.lm_head(self.model.norm(h_last[:, None]))[:, 0].float()
+                logits = torch.cat([o.logits[:, -1] for o in outputs]).float()
                 out[:, n, 0] = pick(self._guided(logits, b, scales[0], active), n)
-                continue
-            # Sub-token by sub-token, CFG per sub-token; the unconditional rows see the same sampled sub-indices.
-            rows = h_last.shape[0]
-            ctx = h_last[:, None]
-            for k, head in enumerate(self.lm_head):
-                hk = self.model.factorized_hidden(ctx)[:, -1]
-                logits = head(hk).float()
-                sub = pick(self._guided(logits, b, scales[k], active), n)
-                out[:, n, k] = sub
-                if k + 1 < len(sizes):
-                    emb = self.model.embed_tokens[k](sub.repeat(rows // b))
-                    ctx = torch.cat([ctx, emb[:, None]], dim=1)
+            else:
+                # Sub-token by sub-token, CFG per sub-token; the unconditional rows see the same sampled sub-indices.
+                ctx = torch.cat([o.last_hidden_state[:, -1] for o in outputs])[:, None]
+                rows_total = ctx.shape[0]
+                for k, head in enumerate(self.lm_head):
+                    logits = head(self.model.factorized_hidden(ctx)[:, -1]).float()
+                    sub = pick(self._guided(logits, b, scales[k], active), n)
+                    out[:, n, k] = sub
+                    if k + 1 < len(sizes):
+                        emb = self.model.embed_tokens[k](sub.repeat(rows_total // b))
+                        ctx = torch.cat([ctx, emb[:, None]], dim=1)
+            if streamer is not None:
+                token = self.model.merge_tokens(out[:, n]) if factorized else out[:, n, 0]
+                streamer.put(token.cpu())
+            if criteria:
+                done = torch.zeros(b, dtype=torch.bool, device=device)
+                ids = self._grid_tokens(out[:, : n + 1], factorized, False)
+                for criterion in criteria:
+                    done |= criterion(ids, record_scores[-1] if record_scores else None)
+                if bool(done.all()):
+                    n_done = n + 1
+                    break
+        if streamer is not None:
+            streamer.end()
+        sequences = self._grid_tokens(out[:, :n_done], factorized, return_sub_tokens)
+        if not want:
+            return sequences
+        return GenerateDecoderOnlyOutput(
+            sequences=sequences,
+            scores=record_scores,
+            logits=record_logits,
+            attentions=record_attn,
+            hidden_states=record_hidden,
+            past_key_values=caches[0],
+        )
+
+    def _grid_tokens(self, out: torch.Tensor, factorized: bool, sub_tokens: bool) -> torch.Tensor:
         if not factorized:
             return out[..., 0]
-        return out if return_sub_tokens else self.model.merge_tokens(out)
+        return out if sub_tokens else self.model.merge_tokens(out)
 
     def _tokens_for_model(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens if self.config.factorized_vocab_sizes else tokens[..., 0]
