@@ -4,21 +4,25 @@
     accelerate launch --num_processes 8 examples/sample_dit.py --pipeline runs/dit --output_dir samples/dit \\
         --num_images_per_class 50 --guidance_scale 4.0 --num_inference_steps 250
 
-Each process samples its own share with seed ``seed * world_size + rank`` (no duplicated samples across GPUs).
+Batch k is drawn with a seed made from (--seed, k) and batches are dealt round-robin to the processes, so N processes
+write exactly what one would. Re-running into the same folder resumes (finished batches are skipped). For FID in
+the same go use `ifsq-hf fid` (docs/scale.md).
 """
 
 import argparse
 
-import torch
-from accelerate import PartialState
-
-from ifsq_hf.pipelines.pipeline_ifsq_dit import iFSQDiTPipeline
-from ifsq_hf.training.sampling import add_sampling_args, resolve_class_ids, run_sampling
+from ifsq_hf.training.sampling import (
+    add_sampling_args,
+    load_generator,
+    resolve_class_ids,
+    run_sampling,
+    sampling_state,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipeline", required=True, help="Saved iFSQDiTPipeline folder or Hub id.")
+    parser.add_argument("--pipeline", required=True, help="Saved iFSQDiTPipeline folder.")
     parser.add_argument("--num_inference_steps", type=int, default=50)
     parser.add_argument(
         "--guidance_interval",
@@ -35,23 +39,18 @@ def main(argv: list[str] | None = None) -> None:
         help="Official shift s (1 = none; < 1 spends more steps near noise).",
     )
     args = add_sampling_args(parser).parse_args(argv)
-    state = PartialState()
-    pipe = iFSQDiTPipeline.from_pretrained(args.pipeline).to(state.device)
-    pipe.set_progress_bar_config(disable=True)
-    num_classes = pipe.transformer.config.num_classes
-    class_ids = resolve_class_ids(args.classes, pipe.config.id2label, num_classes)
-
-    def generate(labels: list[int], generator: torch.Generator):
-        return pipe(
-            class_labels=labels,
-            num_inference_steps=args.num_inference_steps,
-            guidance_scale=args.guidance_scale,
-            timestep_shift=args.timestep_shift,
-            guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else (0.0, 1.0),
-            generator=generator,
-        ).images
-
-    run_sampling(generate, class_ids, args)
+    state = sampling_state()  # first: it sets up the process group accelerate launched
+    options = {
+        "guidance_scale": args.guidance_scale,
+        "num_inference_steps": args.num_inference_steps,
+        "timestep_shift": args.timestep_shift,
+        "guidance_interval": args.guidance_interval,
+    }
+    model = load_generator(args.pipeline, device=state.device, **options)
+    if model.kind != "dit":
+        raise ValueError(f"{args.pipeline} is a LlamaGen folder; use examples/sample_llamagen.py.")
+    class_ids = resolve_class_ids(args.classes, model.id2label, model.num_classes)
+    run_sampling(model.generate, class_ids, args, generator_device=model.generator_device, settings=options)
 
 
 if __name__ == "__main__":

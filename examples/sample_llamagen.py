@@ -4,20 +4,22 @@
     accelerate launch --num_processes 8 examples/sample_llamagen.py --model runs/llamagen --output_dir samples/ar \\
         --num_images_per_class 50 --guidance_scale 2.0 --top_k 0
 
-The tokenizer defaults to the model folder's ``tokenizer/`` subfolder (where the training script saves it). Each
-process samples its own share with seed ``seed * world_size + rank`` (the official sampler reuses one seed on every
-GPU and duplicates samples).
+The tokenizer defaults to the model folder's ``tokenizer/`` subfolder (where the training script saves it). Batch k
+is drawn with a seed made from (--seed, k) and batches are dealt round-robin to the processes, so N processes write
+exactly what one would (the official sampler reuses one seed on every GPU and duplicates samples). Re-running into
+the same folder resumes. For FID in the same go use `ifsq-hf fid` (docs/scale.md).
 """
 
 import argparse
 import math
 
-import torch
-from accelerate import PartialState
-
-from ifsq_hf.models.autoencoder_ifsq import iFSQAutoencoder
-from ifsq_hf.models.llamagen import LlamaGenForImageGeneration
-from ifsq_hf.training.sampling import add_sampling_args, resolve_class_ids, run_sampling
+from ifsq_hf.training.sampling import (
+    add_sampling_args,
+    load_generator,
+    resolve_class_ids,
+    run_sampling,
+    sampling_state,
+)
 
 
 def check_generation_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -34,35 +36,25 @@ def check_generation_args(parser: argparse.ArgumentParser, args: argparse.Namesp
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="Saved LlamaGen folder or Hub id.")
+    parser.add_argument("--model", required=True, help="Saved LlamaGen folder.")
     parser.add_argument("--tokenizer", default=None, help="iFSQAutoencoder folder/id (default: <model>/tokenizer).")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top_k", type=int, default=0, help="0 keeps every token.")
     parser.add_argument("--top_p", type=float, default=1.0)
     args = add_sampling_args(parser).parse_args(argv)
     check_generation_args(parser, args)
-    state = PartialState()
-    model = LlamaGenForImageGeneration.from_pretrained(args.model).to(state.device).eval()
-    if args.tokenizer is None:
-        tokenizer = iFSQAutoencoder.from_pretrained(args.model, subfolder="tokenizer")
-    else:
-        tokenizer = iFSQAutoencoder.from_pretrained(args.tokenizer)
-    tokenizer = tokenizer.to(state.device).eval()
-    class_ids = resolve_class_ids(args.classes, model.config.id2label, model.config.num_classes)
-
-    def generate(labels: list[int], generator: torch.Generator):
-        return model.generate_images(
-            class_labels=torch.tensor(labels, device=state.device),
-            tokenizer=tokenizer,
-            guidance_scale=args.guidance_scale,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            generator=generator,
-            output_type="pil",
-        )
-
-    run_sampling(generate, class_ids, args)
+    state = sampling_state()  # first: it sets up the process group accelerate launched
+    options = {
+        "guidance_scale": args.guidance_scale,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+    }
+    model = load_generator(args.model, device=state.device, tokenizer=args.tokenizer, **options)
+    if model.kind != "llamagen":
+        raise ValueError(f"{args.model} is a saved iFSQDiTPipeline; use examples/sample_dit.py.")
+    class_ids = resolve_class_ids(args.classes, model.id2label, model.num_classes)
+    run_sampling(model.generate, class_ids, args, generator_device=model.generator_device, settings=options)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ LAYERS = {
     "ifsq_hf.convert": "app",
     "ifsq_hf.cli": "app",
     "ifsq_hf.benchmark": "app",
+    "ifsq_hf.generator_fid": "app",
 }
 # What each layer may import from the package (its own layer included).
 MAY_IMPORT = {

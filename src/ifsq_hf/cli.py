@@ -1,5 +1,6 @@
 """``ifsq-hf`` console entry: ``push`` a saved folder with its card, ``convert`` official checkpoints, ``evaluate`` a
-tokenizer. Each subcommand is a thin shell over a library function, so everything here is also scriptable.
+tokenizer, ``fid`` of a saved generator (``accelerate launch -m ifsq_hf.cli fid ...`` on N processes). Each subcommand
+is a thin shell over a library function, so everything here is also scriptable.
 """
 
 from __future__ import annotations
@@ -106,6 +107,15 @@ def _add_benchmark(sub) -> None:
     bound.set_defaults(func=_benchmark)
 
 
+def _fid(args: argparse.Namespace) -> int:
+    from .generator_fid import run_fid
+
+    report = run_fid(args)
+    if report is not None:  # main process
+        print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ifsq-hf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluation_args(p)
     p.set_defaults(func=_evaluate)
     _add_benchmark(sub)
+
+    p = sub.add_parser(
+        "fid", help="FID (+ precision/recall) of a saved DiT pipeline or LlamaGen folder; runs under accelerate."
+    )
+    from .generator_fid import add_fid_args
+
+    add_fid_args(p)
+    p.set_defaults(func=_fid)
     return parser
 
 

@@ -51,17 +51,22 @@ def run_killed_after_first_checkpoint(name: str, args: list, timeout: int = 300)
 
 def accelerate_launch(name: str, args: list, *, num_processes: int = 2, timeout: int = 400):
     """Multi-process on CPU: the launcher recipe that really gives world size 2 (hf-ecosystem.md §5)."""
+    return accelerate_launch_module([str(EXAMPLES / name), *args], num_processes=num_processes, timeout=timeout)
+
+
+def accelerate_launch_module(args: list, *, num_processes: int = 2, timeout: int = 400):
+    """``accelerate launch`` of ``args`` (a script path and its arguments, or ``-m module ...``) on CPU processes."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        str(EXAMPLES / name), *map(str, args),
+        *map(str, args),
     ]  # fmt: skip
     env = {**script_env(), "ACCELERATE_USE_CPU": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{name} (2 processes) failed:\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, f"{args[:2]} ({num_processes} processes) failed:\n{proc.stderr[-5000:]}"
     return proc
 
 

@@ -206,3 +206,126 @@ def test_bfloat16_forward_close_to_float32():
     out = model.to(torch.bfloat16)(x.bfloat16(), t, y, return_repa_features=True)
     assert out.sample.dtype == torch.bfloat16 and out.repa_features.dtype == torch.bfloat16
     torch.testing.assert_close(out.sample.float(), ref, atol=0.05, rtol=0.05)
+
+
+def test_fused_rmsnorm_matches_the_official_formula():
+    from ifsq_hf.models.transformer_dit import RMSNorm
+
+    norm = RMSNorm(16)
+    with torch.no_grad():
+        norm.weight.add_(torch.randn(16))
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(3, 5, 16).to(dtype)
+        xf = x.float()
+        ref = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)).type_as(x) * norm.weight
+        out = norm(x)
+        assert out.dtype == ref.dtype
+        torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+
+
+def test_rope_fast_path_matches_real_formula():
+    from ifsq_hf.models.transformer_dit import _apply_rope
+
+    cos, sin = rope_tables_2d(8, 3, 2)
+    x = torch.randn(2, 3, 6, 8)
+    pairs = x.unflatten(-1, (-1, 2))
+    ref = x * cos + torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2) * sin
+    torch.testing.assert_close(_apply_rope(x, cos, sin), ref)
+    strided = torch.randn(2, 6, 3, 8).transpose(1, 2)  # not viewable as complex without a copy
+    torch.testing.assert_close(_apply_rope(strided, cos, sin), _apply_rope(strided.contiguous(), cos, sin))
+
+
+@pytest.mark.parametrize("size", [4, 8])  # the configured grid (buffers) and another one (computed tables)
+def test_no_recompilation_across_identical_calls(size):
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    model = tiny()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    x, t, y = inputs(s=size)
+    with torch.no_grad():
+        first = compiled(x, t, y).sample
+        compiled(x, t.flip(0), y.flip(0))
+        compiled(x, t, y)
+    assert counter.frame_count == 1, f"compiled {counter.frame_count} times"
+    assert torch._dynamo.utils.counters["graph_break"] == {}
+    torch.testing.assert_close(first, model(x, t, y).sample)
+    torch._dynamo.reset()
+
+
+def test_determinism_and_train_eval():
+    model = tiny(class_dropout_prob=0.0)
+    x, t, y = inputs()
+    a, b = model(x, t, y).sample, model(x, t, y).sample
+    assert torch.equal(a, b)
+    torch.testing.assert_close(model.train()(x, t, y).sample, a)  # no dropout layers: same function
+
+
+@pytest.mark.parametrize(
+    "save_kwargs",
+    [
+        {"safe_serialization": False},
+        {"variant": "fp16"},
+        {"max_shard_size": "20KB"},
+    ],
+    ids=["pickle", "variant", "sharded"],
+)
+def test_save_load_variants(tmp_path, save_kwargs):
+    model = tiny(repa_feature_dim=8)
+    model.save_pretrained(tmp_path, **save_kwargs)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    if "max_shard_size" in save_kwargs:
+        assert any(name.endswith(".index.json") for name in files) and len(files) > 3, files
+    load_kwargs = {"variant": save_kwargs["variant"]} if "variant" in save_kwargs else {}
+    if "variant" in save_kwargs:
+        assert "diffusion_pytorch_model.fp16.safetensors" in files
+        with pytest.raises(OSError):
+            LightningDiTTransformer2DModel.from_pretrained(tmp_path)  # the plain file is not there
+    loaded = LightningDiTTransformer2DModel.from_pretrained(tmp_path, **load_kwargs).eval()
+    x, t, y = inputs()
+    torch.testing.assert_close(loaded(x, t, y).sample, model(x, t, y).sample)
+
+
+def test_dtype_round_trip(tmp_path):
+    model = tiny()
+    x, t, y = inputs()
+    ref = model(x, t, y).sample
+    model.to(torch.float16).save_pretrained(tmp_path)
+    loaded = LightningDiTTransformer2DModel.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    assert loaded.dtype == torch.float32 and loaded.rope_cos.dtype == torch.float32
+    torch.testing.assert_close(loaded(x, t, y).sample, ref, atol=2e-2, rtol=2e-2)  # fp16 weights, fp32 compute
+    half = LightningDiTTransformer2DModel.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    assert half(x.bfloat16(), t, y).sample.dtype == torch.bfloat16
+
+
+def test_layerwise_casting():
+    model = tiny()
+    x, t, y = inputs()
+    ref = model(x, t, y).sample
+    model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    assert model.blocks[0].attn.qkv.weight.dtype == torch.float8_e4m3fn
+    assert model.blocks[0].norm1.weight.dtype == torch.float32  # norms and embedders are skipped
+    assert model.x_embedder.proj.weight.dtype == torch.float32
+    out = model(x, t, y).sample
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, atol=0.15, rtol=0.15)
+
+
+def test_gradient_checkpointing_all_grads_match():
+    model = tiny(class_dropout_prob=0.0, repa_feature_dim=8).train()
+    x, t, y = inputs()
+
+    def grads():
+        model.zero_grad()
+        out = model(x, t, y, return_repa_features=True)
+        (out.sample.pow(2).mean() + out.repa_features.mean()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref = grads()
+    model.enable_gradient_checkpointing()
+    got = grads()
+    assert ref.keys() == got.keys() and len(ref) > 20
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], msg=name)

@@ -141,11 +141,17 @@ class ResnetBlock2D(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        # Memory: one statement per step so each intermediate is released as soon as the next exists (a nested
+        # call kept conv1's output alive through conv2), activations in place when no graph is recorded (autograd
+        # needs SiLU's input), and the residual added into conv2's fresh output. Same values as before.
+        inplace = not torch.is_grad_enabled()
+        h = F.silu(self.norm1(x), inplace=inplace)
+        h = self.conv1(h)
+        h = F.silu(self.norm2(h), inplace=inplace)
+        h = self.conv2(self.dropout(h))
         if self.nin_shortcut is not None:
             x = self.nin_shortcut(x)
-        return x + h
+        return h.add_(x)
 
 
 class Downsample2D(nn.Module):
@@ -236,7 +242,8 @@ class Encoder(_CheckpointedTrunk):
                 h = resample(h)
         for block in self.mid_block:
             h = self._run(block, h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        h = F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled())
+        return self.conv_out(h)
 
 
 class Decoder(_CheckpointedTrunk):
@@ -282,7 +289,8 @@ class Decoder(_CheckpointedTrunk):
             resample = level.resample()
             if resample is not None:
                 h = resample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        h = F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled())
+        return self.conv_out(h)
 
 
 def _blend_weights(size: int, start: int, total: int, overlap: int, device, dtype) -> torch.Tensor:

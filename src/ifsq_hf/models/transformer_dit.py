@@ -86,9 +86,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return out.type_as(x) * self.weight
+        # One fused kernel (``F.rms_norm``) instead of pow/mean/rsqrt/mul; same math as the official
+        # ``x.float() * rsqrt(mean(x^2) + eps)``, cast back, times the weight.
+        shape = (x.shape[-1],)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, shape, self.weight, self.eps)
+        return F.rms_norm(x.float(), shape, eps=self.eps).type_as(x) * self.weight
 
 
 def _make_norm(dim: int, use_rmsnorm: bool, eps: float) -> nn.Module:
@@ -129,10 +132,21 @@ def rope_tables_2d(
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # Rotate interleaved pairs (x[2i], x[2i+1]) -> (-x[2i+1], x[2i]).
+    """Rotate interleaved pairs ``(x[2i], x[2i+1])`` by the table's angles (the official formula
+    ``x * cos + rotate_half(x) * sin`` with ``rotate_half`` = ``(-x[2i+1], x[2i])``)."""
+    if not torch.compiler.is_compiling() and x.dtype == torch.float32:
+        # Eager fast path: one complex multiply instead of stack/neg/mul/add passes (3x less time in fwd+bwd,
+        # bit-identical on CPU). Compiled code takes the real formula, which inductor fuses anyway.
+        pairs = x if _complex_viewable(x) else x.contiguous()
+        freqs = torch.complex(cos[:, ::2], sin[:, ::2])
+        return torch.view_as_real(torch.view_as_complex(pairs.unflatten(-1, (-1, 2))) * freqs).flatten(-2)
     pairs = x.unflatten(-1, (-1, 2))
     rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
     return x * cos + rotated * sin
+
+
+def _complex_viewable(x: torch.Tensor) -> bool:
+    return x.stride(-1) == 1 and x.storage_offset() % 2 == 0 and all(s % 2 == 0 for s in x.stride()[:-1])
 
 
 class TimestepEmbedder(nn.Module):
@@ -187,7 +201,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = _apply_rope(q, *rope).to(v.dtype), _apply_rope(k, *rope).to(v.dtype)
+            q, k = _apply_rope(q.float(), *rope).to(v.dtype), _apply_rope(k.float(), *rope).to(v.dtype)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
@@ -338,7 +352,11 @@ class LightningDiTTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             )
         grid = sample_size // patch_size
         # Fixed tables, recomputed from the config instead of stored (not in the state dict).
+        self._grid = grid
         self.register_buffer("pos_embed", sincos_pos_embed_2d(hidden_size, grid, grid)[None], persistent=False)
+        cos, sin = rope_tables_2d(head_dim, grid, grid, rope_theta) if use_rope else (torch.empty(0),) * 2
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
         self._table_cache: dict = {}
         self.gradient_checkpointing = False
         self._init_weights()
@@ -381,22 +399,33 @@ class LightningDiTTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
     # ------------------------------------------------------------------ helpers
     def _tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype):
-        """Position table and RoPE tables for an ``h x w`` token grid (cached per grid/device/dtype)."""
+        """Position table and RoPE tables ``(cos, sin)`` for an ``h x w`` token grid.
+
+        The configured grid reads non-persistent buffers (they follow ``.to()`` and are plain module state for
+        ``torch.compile``, so no guard on a Python cache). Other grids are computed; eagerly they are memoised
+        in a one-entry cache that compiled code never touches (a dict lookup there would make dynamo guard on
+        the dict and recompile).
+        """
+        cfg = self.config
+        if (h, w) == (self._grid, self._grid):
+            pos = self.pos_embed.to(device, dtype) if cfg.use_pos_embed else None
+            rope = (self.rope_cos.float(), self.rope_sin.float()) if cfg.use_rope else None
+            return pos, rope
+        if torch.compiler.is_compiling():
+            return self._build_tables(h, w, device, dtype)
         key = (h, w, device, dtype)
         if key not in self._table_cache:
-            cfg = self.config
-            pos = None
-            if cfg.use_pos_embed:
-                if (h, w) == tuple([cfg.sample_size // cfg.patch_size] * 2):
-                    pos = self.pos_embed.to(device, dtype)
-                else:
-                    pos = sincos_pos_embed_2d(cfg.hidden_size, h, w)[None].to(device, dtype)
-            rope = None
-            if cfg.use_rope:
-                cos, sin = rope_tables_2d(cfg.hidden_size // cfg.num_attention_heads, h, w, cfg.rope_theta)
-                rope = (cos.to(device), sin.to(device))
-            self._table_cache = {key: (pos, rope)}
+            self._table_cache = {key: self._build_tables(h, w, device, dtype)}
         return self._table_cache[key]
+
+    def _build_tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype):
+        cfg = self.config
+        pos = sincos_pos_embed_2d(cfg.hidden_size, h, w)[None].to(device, dtype) if cfg.use_pos_embed else None
+        rope = None
+        if cfg.use_rope:
+            cos, sin = rope_tables_2d(cfg.hidden_size // cfg.num_attention_heads, h, w, cfg.rope_theta)
+            rope = (cos.to(device), sin.to(device))
+        return pos, rope
 
     def _drop_labels(self, class_labels: torch.Tensor) -> torch.Tensor:
         p = self.config.class_dropout_prob
