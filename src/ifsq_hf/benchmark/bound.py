@@ -471,6 +471,7 @@ def run_bound_study(
     Returns the results dict (also written to ``results.json``) on the main process, ``{}`` on the others.
     """
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     arms = list(arms or ARMS)
     unknown = [a for a in arms if a not in ARMS]
@@ -478,7 +479,8 @@ def run_bound_study(
         raise ValueError(f"unknown arms {unknown}; choose from {list(ARMS)}.")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and non-empty, got {seeds}.")
-    state = PartialState()
+    # The shared state the scripts' Accelerator will reuse; like Accelerator, honour ACCELERATE_USE_CPU (multi-CPU).
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     output_dir = Path(output_dir)
     script = load_example(SCRIPT, examples_dir)
     timing: dict[str, dict[str, float]] = {}

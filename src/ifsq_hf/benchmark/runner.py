@@ -8,6 +8,7 @@ points). A study loads ``examples/NAME.py`` as a module and calls its ``main(arg
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -63,5 +64,22 @@ def train_with_example(
     if run_is_complete(output_dir):
         return False
     module = load_example(name, directory)
-    module.main([*argv, "--output_dir", str(output_dir), "--resume_from_checkpoint", "latest"])
+    with _keep_process_group():
+        module.main([*argv, "--output_dir", str(output_dir), "--resume_from_checkpoint", "latest"])
     return True
+
+
+@contextlib.contextmanager
+def _keep_process_group():
+    """A script ends with ``accelerator.end_training()``, which destroys the distributed process group; a study runs
+    several scripts in one launch, so the group must outlive each of them (it is released when the launch ends)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    saved = {cls: cls.__dict__["destroy_process_group"] for cls in (PartialState, AcceleratorState)}
+    try:
+        for cls in saved:
+            cls.destroy_process_group = lambda self, group=None: None
+        yield
+    finally:
+        for cls, method in saved.items():
+            cls.destroy_process_group = method
