@@ -28,14 +28,19 @@ from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel
 from ifsq_hf.pipelines.pipeline_ifsq_dit import iFSQDiTPipeline
 from ifsq_hf.training.accelerator import create_accelerator, init_trackers, resume_if_requested
 from ifsq_hf.training.arguments import add_common_training_args, add_image_dataset_args, validate_common_args
-from ifsq_hf.training.divergence import check_finite_weights
 from ifsq_hf.training.ema import ExponentialMovingAverage
 from ifsq_hf.training.flow_matching import flow_matching_loss, prepare_flow_matching_inputs
-from ifsq_hf.training.generators import add_generator_args, load_generator_data, preset_config, save_sample_grid
+from ifsq_hf.training.generators import (
+    add_generator_args,
+    add_repa_loss,
+    load_generator_data,
+    preset_config,
+    save_final_generator,
+    save_sample_grid,
+)
 from ifsq_hf.training.image_data import make_dataloader_from_args
 from ifsq_hf.training.loop import batch_stream, batches_per_epoch, on_optimizer_step, progress_bar
 from ifsq_hf.training.optimization import apply_gradients, create_lr_scheduler, learning_rate
-from ifsq_hf.training.repa import repa_projection_loss
 
 logger = logging.getLogger(__name__)
 
@@ -172,27 +177,22 @@ def main(argv: list[str] | None = None) -> dict:
             loss = losses.loss
             logs = {"train/mse": float(losses.mse), "train/cosine": float(losses.cosine)}
             if use_repa:
-                repa = repa_projection_loss(out.repa_features, features)
-                loss = loss + args.repa_coefficient * repa
-                logs["train/repa"] = float(repa.detach())
+                loss = add_repa_loss(loss, logs, out.repa_features, features, args.repa_coefficient)
             apply_gradients(accelerator, loss, transformer.parameters(), optimizer, lr_scheduler, args.max_grad_norm)
 
         if not accelerator.sync_gradients:
             continue
         state.advance(epoch, batch_index, args.gradient_accumulation_steps, num_batches)
-        if ema is not None:
-            ema.step(unwrapped)
-        logs["train/lr"] = lr_scheduler.get_last_lr()[0]
-        on_optimizer_step(accelerator, args, state, progress, loss, logs, validate)
+        on_optimizer_step(
+            accelerator, args, state, progress, loss, logs, validate, ema=ema, ema_source=unwrapped,
+            lr_scheduler=lr_scheduler,
+        )  # fmt: skip
     progress.close()
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final = ema.model if ema is not None else unwrapped
-        check_finite_weights(final, state.global_step, "the final weights")
+    def save(final: LightningDiTTransformer2DModel) -> None:
         make_pipeline(final, vae, id2label).save_pretrained(args.output_dir)
-        if args.validation_steps and state.global_step % args.validation_steps:
-            validate(state.global_step)  # the last grid, unless the loop just made it
+
+    if save_final_generator(accelerator, args, state.global_step, ema.model if ema else unwrapped, save, validate):
         finish_run(args.output_dir, args, None)
     accelerator.end_training()
     return {"global_step": state.global_step}

@@ -15,16 +15,19 @@ import torch
 from ..utils.images import make_image_grid
 from .accelerator import log_image_grid
 from .data_sources import check_precomputed_args
+from .divergence import check_finite_weights
 from .image_data import build_image_dataset
 from .precompute import PrecomputedLatentDataset
-from .repa import load_repa_encoder
+from .repa import load_repa_encoder, repa_projection_loss
 
 __all__ = [
     "GeneratorData",
     "add_generator_args",
+    "add_repa_loss",
     "load_class_conditional_data",
     "load_generator_data",
     "preset_config",
+    "save_final_generator",
     "save_sample_grid",
     "setup_repa_encoder",
     "token_grid_size",
@@ -177,3 +180,28 @@ def save_sample_grid(accelerator, generate, id2label: dict, args: argparse.Names
     grid.save(out / f"samples-{step:06d}.png")
     log_image_grid(accelerator, "val/samples", grid, step)
     return grid
+
+
+def add_repa_loss(
+    loss: torch.Tensor, logs: dict, predicted: torch.Tensor, target: torch.Tensor, coefficient: float
+) -> torch.Tensor:
+    """``loss + coefficient * REPA(predicted, target)``, logging the REPA term as ``train/repa``."""
+    repa = repa_projection_loss(predicted, target)
+    logs["train/repa"] = float(repa.detach())
+    return loss + coefficient * repa
+
+
+def save_final_generator(
+    accelerator, args: argparse.Namespace, step: int, model: torch.nn.Module, save, validate
+) -> bool:
+    """End of a generator run: every process waits, then the main process refuses non-finite weights (nothing
+    diverged is saved), calls ``save(model)`` and makes the last sample grid unless the loop just made it.
+    Returns whether this process saved (the caller then writes the model card)."""
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return False
+    check_finite_weights(model, step, "the final weights")
+    save(model)
+    if args.validation_steps and step % args.validation_steps:
+        validate(step)
+    return True

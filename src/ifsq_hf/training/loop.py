@@ -69,15 +69,24 @@ def on_optimizer_step(
     loss: torch.Tensor,
     logs: dict | Callable[[], dict],
     validate: Callable[[int], object] | None,
+    *,
+    ema=None,
+    ema_source: torch.nn.Module | None = None,
+    lr_scheduler=None,
 ) -> None:
-    """After each optimizer step: progress bar, scalars every ``--logging_steps`` (``logs`` may be a callable, so
-    costlier statistics are only computed then), checkpoint every ``--checkpointing_steps`` (all processes), and
-    ``validate(step)`` every ``--validation_steps`` on the main process."""
+    """After each optimizer step: the EMA update (``ema.step(ema_source)``), progress bar, scalars every
+    ``--logging_steps`` (``logs`` may be a callable, so costlier statistics are only computed then; with
+    ``lr_scheduler`` the learning rate is logged as ``train/lr``), checkpoint every ``--checkpointing_steps`` (all
+    processes), and ``validate(step)`` every ``--validation_steps`` on the main process."""
     step = state.global_step
+    if ema is not None:
+        ema.step(ema_source)
     progress.update(1)
     if step % args.logging_steps == 0 or step == 1:
         loss_value = check_finite_loss(loss, step, accelerator)  # raises on NaN/Inf, naming the step
         scalars = dict(logs() if callable(logs) else logs)
+        if lr_scheduler is not None:
+            scalars["train/lr"] = lr_scheduler.get_last_lr()[0]
         scalars["train/loss"] = loss_value
         accelerator.log(scalars, step=step)
         progress.set_postfix(loss=f"{loss_value:.4g}")
