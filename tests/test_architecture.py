@@ -236,6 +236,42 @@ def test_core_loads_and_samples_without_the_training_stack(tmp_path):
         assert not extra, f"{stage}: ifsq_hf loaded {extra}, which diffusers/transformers alone do not"
 
 
+# What `pip install ifsq-hf` without extras leaves out: the core must load and sample without any of it.
+OPTIONAL_PACKAGES = ["accelerate", "scipy", "peft", "datasets", "evaluate", "tensorboard", "matplotlib", "skimage"]
+BLOCK_OPTIONAL = """
+import sys
+for name in {optional!r}:
+    sys.modules[name] = None  # `import name` raises ImportError; importlib.util.find_spec(name) is None
+"""
+
+
+@pytest.mark.slow
+def test_core_needs_none_of_the_optional_packages(tmp_path):
+    """Fresh process in which accelerate, scipy, peft, datasets, evaluate, tensorboard, matplotlib and scikit-image
+    cannot be imported (as for a plain `pip install ifsq-hf`): import, load a saved pipeline and LlamaGen, sample."""
+    import torch
+
+    from ifsq_hf import LlamaGenConfig, LlamaGenForImageGeneration, iFSQAutoencoder, iFSQDiTPipeline
+    from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel
+
+    torch.manual_seed(0)
+    pipe = iFSQDiTPipeline(
+        LightningDiTTransformer2DModel.from_preset("tiny"), iFSQAutoencoder.from_preset("test_f4_d4")
+    )
+    pipe.save_pretrained(tmp_path / "pipe")
+    LlamaGenForImageGeneration(LlamaGenConfig.from_preset("tiny")).save_pretrained(tmp_path / "llamagen")
+    script = BLOCK_OPTIONAL.format(optional=OPTIONAL_PACKAGES) + CORE_RUN.format(
+        heavy=[], never=NEVER_IN_CORE_RUN, pipe_dir=str(tmp_path / "pipe"), llamagen_dir=str(tmp_path / "llamagen")
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["size"] == [16, 16] and result["tokens"][0] == 1
+
+
 def test_docs_map_every_top_level_place():
     """docs/architecture.md and the README's Design section name every module and package of src/ifsq_hf."""
     root = SRC.parent
