@@ -143,7 +143,9 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "error", "match"), BAD_CALLS, ids=lambda v: repr(v)[:40])
+@pytest.mark.parametrize(  # ids from the message (no object addresses: xdist workers must collect the same ids)
+    ("kwargs", "error", "match"), BAD_CALLS, ids=[f"{i}-{case[2]}" for i, case in enumerate(BAD_CALLS)]
+)
 def test_bad_inputs(pipe, kwargs, error, match):
     with pytest.raises(error, match=re.escape(match)):
         pipe(num_inference_steps=kwargs.pop("num_inference_steps", 1), **kwargs)
