@@ -199,11 +199,9 @@ print(json.dumps({{"host": host, "after_import": after_import, "after_sampling":
 """
 
 
-@pytest.mark.slow
-def test_core_loads_and_samples_without_the_training_stack(tmp_path):
-    """Fresh process: `import ifsq_hf`, load a saved pipeline and a saved LlamaGen, sample; no training, metrics,
-    datasets, evaluate or tensorboard module is loaded, and no optional package beyond what diffusers and
-    transformers load themselves."""
+def run_core_in_fresh_process(tmp_path, heavy: list[str], prelude: str = "") -> dict:
+    """Save a tiny pipeline and LlamaGen, then in a fresh process (after ``prelude``) import ifsq_hf, load both and
+    sample; returns what :data:`CORE_RUN` reports (modules loaded at each stage, the image size, the tokens)."""
     import torch
 
     from ifsq_hf import LlamaGenConfig, LlamaGenForImageGeneration, iFSQAutoencoder, iFSQDiTPipeline
@@ -215,12 +213,8 @@ def test_core_loads_and_samples_without_the_training_stack(tmp_path):
     )
     pipe.save_pretrained(tmp_path / "pipe")
     LlamaGenForImageGeneration(LlamaGenConfig.from_preset("tiny")).save_pretrained(tmp_path / "llamagen")
-
-    script = CORE_RUN.format(
-        heavy=HOST_MAY_LOAD,
-        never=NEVER_IN_CORE_RUN,
-        pipe_dir=str(tmp_path / "pipe"),
-        llamagen_dir=str(tmp_path / "llamagen"),
+    script = prelude + CORE_RUN.format(
+        heavy=heavy, never=NEVER_IN_CORE_RUN, pipe_dir=str(tmp_path / "pipe"), llamagen_dir=str(tmp_path / "llamagen")
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
@@ -229,6 +223,15 @@ def test_core_loads_and_samples_without_the_training_stack(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["size"] == [16, 16] and result["tokens"][0] == 1
+    return result
+
+
+@pytest.mark.slow
+def test_core_loads_and_samples_without_the_training_stack(tmp_path):
+    """Fresh process: `import ifsq_hf`, load a saved pipeline and a saved LlamaGen, sample; no training, metrics,
+    datasets, evaluate or tensorboard module is loaded, and no optional package beyond what diffusers and
+    transformers load themselves."""
+    result = run_core_in_fresh_process(tmp_path, HOST_MAY_LOAD)
     for stage in ("after_import", "after_sampling"):
         never = [m for m in result[stage] if m in NEVER_IN_CORE_RUN]
         assert not never, f"{stage}: the core loaded {never}"
@@ -249,27 +252,7 @@ for name in {optional!r}:
 def test_core_needs_none_of_the_optional_packages(tmp_path):
     """Fresh process in which accelerate, scipy, peft, datasets, evaluate, tensorboard, matplotlib and scikit-image
     cannot be imported (as for a plain `pip install ifsq-hf`): import, load a saved pipeline and LlamaGen, sample."""
-    import torch
-
-    from ifsq_hf import LlamaGenConfig, LlamaGenForImageGeneration, iFSQAutoencoder, iFSQDiTPipeline
-    from ifsq_hf.models.transformer_dit import LightningDiTTransformer2DModel
-
-    torch.manual_seed(0)
-    pipe = iFSQDiTPipeline(
-        LightningDiTTransformer2DModel.from_preset("tiny"), iFSQAutoencoder.from_preset("test_f4_d4")
-    )
-    pipe.save_pretrained(tmp_path / "pipe")
-    LlamaGenForImageGeneration(LlamaGenConfig.from_preset("tiny")).save_pretrained(tmp_path / "llamagen")
-    script = BLOCK_OPTIONAL.format(optional=OPTIONAL_PACKAGES) + CORE_RUN.format(
-        heavy=[], never=NEVER_IN_CORE_RUN, pipe_dir=str(tmp_path / "pipe"), llamagen_dir=str(tmp_path / "llamagen")
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["size"] == [16, 16] and result["tokens"][0] == 1
+    run_core_in_fresh_process(tmp_path, [], prelude=BLOCK_OPTIONAL.format(optional=OPTIONAL_PACKAGES))
 
 
 def test_docs_map_every_top_level_place():
