@@ -355,3 +355,25 @@ def test_in_place_activations_keep_autograd_and_outputs():
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     out.pow(2).mean().backward()  # in-place ops only where autograd does not need the overwritten values
     assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+@pytest.mark.parametrize("mixed_precision", ["bf16", "fp16"])
+def test_forward_under_accelerate_mixed_precision(mixed_precision):
+    """accelerate casts a prepared model's outputs to fp32 by rebuilding them from a dict (what the training script's
+    --mixed_precision does); the outputs must survive that with exact int64 indices."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # the state is a process-wide singleton
+    model = iFSQAutoencoder.from_preset("test_f4_d4")
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    reference = model(images)
+    try:
+        prepared = Accelerator(mixed_precision=mixed_precision, cpu=True).prepare(model)
+        out = prepared(images)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert out.sample.dtype == torch.float32 and out.indices.dtype == torch.int64
+    assert out.latent.shape == reference.latent.shape and out.indices.shape == reference.indices.shape
+    rebuilt = iFSQEncoderOutput(dict(model.encode(images)))  # the same dict round trip for the encoder output
+    assert rebuilt.indices.dtype == torch.int64

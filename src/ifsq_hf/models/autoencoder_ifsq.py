@@ -108,7 +108,7 @@ class iFSQEncoderOutput(BaseOutput):
     """
 
     latent: torch.Tensor
-    indices: torch.Tensor
+    indices: torch.Tensor = None  # always set; defaults let BaseOutput be rebuilt from a dict (see below)
 
 
 @dataclass
@@ -119,11 +119,14 @@ class iFSQAutoencoderOutput(BaseOutput):
         sample: reconstruction ``(B, 3, H, W)`` in about ``[-1, 1]``.
         latent: quantized latent ``(B, C, h, w)``.
         indices: int64 token indices ``(B, h, w)``.
+
+    All three are always set. The later fields default to ``None`` only so that ``type(output)(dict(output))``
+    works, which is how accelerate rebuilds outputs when it casts them to fp32 under ``--mixed_precision``.
     """
 
     sample: torch.Tensor
-    latent: torch.Tensor
-    indices: torch.Tensor
+    latent: torch.Tensor = None
+    indices: torch.Tensor = None
 
 
 class ResnetBlock2D(nn.Module):
