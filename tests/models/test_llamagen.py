@@ -19,17 +19,9 @@ from ifsq_hf.models.llamagen import (
 )
 from ifsq_hf.models.llamagen.modeling_llamagen import rope_2d_table
 from ifsq_hf.training.repa import repa_projection_loss
+from llamagen_testing import tiny_llamagen as make_model
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-def make_model(**overrides) -> LlamaGenForImageGeneration:
-    """Tiny model with random (not zero-initialised) heads, so greedy decoding is not trivially constant."""
-    model = LlamaGenForImageGeneration(LlamaGenConfig.from_preset("tiny", **overrides))
-    heads = model.lm_head if isinstance(model.lm_head, torch.nn.ModuleList) else [model.lm_head]
-    for head in heads:
-        torch.nn.init.normal_(head.weight, std=0.5)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -4,19 +4,15 @@ import pytest
 import torch
 from transformers import DynamicCache, StaticCache
 
-from ifsq_hf.models.llamagen import LlamaGenConfig, LlamaGenForImageGeneration
+from ifsq_hf.models.llamagen import LlamaGenForImageGeneration
+from llamagen_testing import tiny_llamagen
 
 LABELS = torch.tensor([1, 7])
 
 
 def make_model(attn_implementation: str = "sdpa", **overrides) -> LlamaGenForImageGeneration:
     torch.manual_seed(0)
-    config = LlamaGenConfig.from_preset("tiny", **overrides)
-    config._attn_implementation = attn_implementation
-    model = LlamaGenForImageGeneration(config)
-    for head in model.lm_head if isinstance(model.lm_head, torch.nn.ModuleList) else [model.lm_head]:
-        torch.nn.init.normal_(head.weight, std=0.5)
-    return model.eval()
+    return tiny_llamagen(attn_implementation, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,9 @@ from transformers.generation import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
 from ifsq_hf.models.llamagen import LlamaGenConfig, LlamaGenForImageGeneration
+from llamagen_testing import tiny_llamagen as make_model
 
 LABELS = torch.tensor([1, 7])
-
-
-def make_model(**overrides) -> LlamaGenForImageGeneration:
-    """Tiny model with random heads (zero-initialised heads would make every decoding constant)."""
-    model = LlamaGenForImageGeneration(LlamaGenConfig.from_preset("tiny", **overrides))
-    heads = model.lm_head if isinstance(model.lm_head, torch.nn.ModuleList) else [model.lm_head]
-    for head in heads:
-        torch.nn.init.normal_(head.weight, std=0.5)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
