@@ -86,25 +86,31 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from .benchmark.bound import main as bound_main
+    import importlib
 
-    results = bound_main(args, argv=args.invocation)
+    from .benchmark import STUDIES
+
+    study = importlib.import_module(f".benchmark.{STUDIES[args.study][0]}", __package__)
+    results = study.main(args, argv=args.invocation)
     if args.dump_config:
         print(f"wrote {args.dump_config}")
     elif results:
-        print(f"wrote {args.output_dir or 'benchmark-bound-' + results['preset']}/report.md")
+        print(f"wrote {args.output_dir or f'benchmark-{args.study}-' + results['preset']}/report.md")
     return 0
 
 
 def _add_benchmark(sub) -> None:
     """``ifsq-hf benchmark STUDY``: controlled studies (docs/benchmark.md)."""
-    from .benchmark.bound import add_bound_args
+    import importlib
+
+    from .benchmark import STUDIES
 
     p = sub.add_parser("benchmark", help="Controlled studies over seeds with report.md, results.json and plots.")
     studies = p.add_subparsers(dest="study", required=True)
-    bound = studies.add_parser("bound", help="iFSQ vs FSQ (tanh) vs iFSQ + pre-quant norm; alpha on real activations.")
-    add_bound_args(bound)
-    bound.set_defaults(func=_benchmark)
+    for name, (module, help_text) in STUDIES.items():
+        study = studies.add_parser(name, help=help_text)
+        importlib.import_module(f".benchmark.{module}", __package__).add_args(study)
+        study.set_defaults(func=_benchmark)
 
 
 def _fid(args: argparse.Namespace) -> int:

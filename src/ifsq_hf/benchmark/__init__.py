@@ -3,6 +3,7 @@ training scripts over several seeds and writes ``report.md``, ``results.json`` a
 
 * :mod:`.bound` -- iFSQ vs FSQ (tanh) vs iFSQ with pre-quantization normalisation, plus alpha measured on the
   real pre-quantization activations of every trained encoder.
+* :mod:`.common` -- presets/configs, the shared flags, script arguments and timing.
 * :mod:`.statistics` -- mean ± std over seeds and paired differences with t-based confidence intervals.
 * :mod:`.report` -- environment capture, ``results.json``/``report.md`` writing and the plots.
 * :mod:`.runner` -- running an example training script in-process (under ``accelerate launch`` too).
@@ -10,6 +11,10 @@ training scripts over several seeds and writes ``report.md``, ``results.json`` a
 Studies are imported lazily by the CLI; this package needs the ``train``, ``metrics`` and ``demo`` extras.
 """
 
-STUDIES = ("bound",)
+# study name -> (module under ifsq_hf.benchmark, one-line help). Each module defines ``add_args(parser)`` and
+# ``main(args, argv) -> dict``; the CLI imports a module only when its study runs.
+STUDIES: dict[str, tuple[str, str]] = {
+    "bound": ("bound", "iFSQ vs FSQ (tanh) vs iFSQ + pre-quant norm; alpha on real activations."),
+}
 
 __all__ = ["STUDIES"]

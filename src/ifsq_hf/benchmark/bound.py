@@ -19,7 +19,6 @@ differences with 95% t intervals and a plain-words reading generated from the nu
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import time
@@ -32,11 +31,22 @@ from ..analysis import activation_bound_metrics, best_alpha, bound
 from ..evaluation import evaluate_tokenizer
 from ..models.autoencoder_ifsq import PRESETS as MODEL_PRESETS
 from ..models.autoencoder_ifsq import iFSQAutoencoder
+from .common import (
+    add_study_args,
+    fmt_summary,
+    load_study_config,
+    mean_columns,
+    resolve_study_args,
+    run_timing,
+    study_state,
+    timing_summary,
+    train_argv,
+)
 from .report import environment, markdown_table, pyplot, write_results
 from .runner import load_example, train_with_example
 from .statistics import paired_difference, summarize
 
-__all__ = ["ARMS", "COMPARISONS", "PRESETS", "add_bound_args", "load_preset", "main", "run_bound_study"]
+__all__ = ["ARMS", "COMPARISONS", "PRESETS", "add_args", "load_preset", "main", "run_bound_study"]
 
 SCRIPT = "train_ifsq_autoencoder"
 KS, BIN_EFFICIENCY = "ks_distance_to_uniform", "bin_entropy_efficiency"  # keys of ifsq_hf.analysis
@@ -109,29 +119,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def load_preset(name: str | None = None, config_file: str | Path | None = None) -> dict[str, Any]:
     """A preset by name, or a JSON config file (same keys; ``--dump_config`` writes one to start from)."""
-    if config_file is not None:
-        config = json.loads(Path(config_file).read_text())
-    elif name in PRESETS:
-        config = copy.deepcopy(PRESETS[name])
-    else:
-        raise ValueError(f"unknown bound preset {name!r}; choose one of {sorted(PRESETS)} or pass --config FILE.json.")
-    missing = [k for k in ("model_preset", "train", "num_eval_images") if k not in config]
-    if missing:
-        raise ValueError(f"bound config is missing {missing}; start from `--preset cpu --dump_config FILE.json`.")
+    config = load_study_config("bound", PRESETS, name, config_file, ("model_preset", "train", "num_eval_images"))
     if config["model_preset"] not in MODEL_PRESETS:
         raise ValueError(f"model_preset {config['model_preset']!r} is not one of {sorted(MODEL_PRESETS)}.")
     return config
-
-
-def _train_argv(train: dict[str, Any]) -> list[str]:
-    argv = []
-    for key, value in train.items():
-        if value is None or value is False:
-            continue
-        argv.append(f"--{key}")
-        if value is not True:
-            argv.append(str(value))
-    return argv
 
 
 def _model_config(config: dict, arm: str) -> dict:
@@ -196,10 +187,6 @@ def evaluate_run(
     return {"metrics": metrics, "activations": activations}
 
 
-def _mean(rows: list[list[float]]) -> list[float]:
-    return [sum(col) / len(col) for col in zip(*rows)]
-
-
 def _aggregate(config: dict, seeds: list[int], runs: dict[str, dict[int, dict]]) -> dict:
     arms = {}
     for arm, by_seed in runs.items():
@@ -219,8 +206,8 @@ def _aggregate(config: dict, seeds: list[int], runs: dict[str, dict[int, dict]])
                     "bin_efficiency_at_own_alpha",
                 )
             },
-            "ks_sweep_mean": _mean([[r["ks"] for r in a["sweep"]] for a in act]),
-            "bin_efficiency_sweep_mean": _mean([[r["bin_efficiency"] for r in a["sweep"]] for a in act]),
+            "ks_sweep_mean": mean_columns([[r["ks"] for r in a["sweep"]] for a in act]),
+            "bin_efficiency_sweep_mean": mean_columns([[r["bin_efficiency"] for r in a["sweep"]] for a in act]),
         }
     comparisons = []
     for a, b in COMPARISONS:
@@ -230,12 +217,6 @@ def _aggregate(config: dict, seeds: list[int], runs: dict[str, dict[int, dict]])
             d = paired_difference(arms[a]["metrics"][m]["values"], arms[b]["metrics"][m]["values"])
             comparisons.append({"a": a, "b": b, "metric": m, **d.to_dict()})
     return {"arms": arms, "comparisons": comparisons, "alphas": ALPHAS}
-
-
-def _fmt(summary: dict, digits: int = 3) -> str:
-    if summary["std"] is None:
-        return f"{summary['mean']:.{digits}f}"
-    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
 
 
 def reading(results: dict) -> list[str]:
@@ -266,8 +247,8 @@ def reading(results: dict) -> list[str]:
         out.append(line + ".")
     for arm, r in arms.items():
         act = r["activations"]
-        line = (f"{r['label']}: activations entering the bound have std {_fmt(act['std'])} (pooled over channels); "
-                f"the KS-optimal slope on them is alpha = {_fmt(act['ks_optimal_alpha'], 2)} against the arm's "
+        line = (f"{r['label']}: activations entering the bound have std {fmt_summary(act['std'])} (pooled over channels); "
+                f"the KS-optimal slope on them is alpha = {fmt_summary(act['ks_optimal_alpha'], 2)} against the arm's "
                 f"{ARMS[arm]['alpha']}")  # fmt: skip
         if act["ks_optimal_alpha"]["mean"] >= ALPHAS[-1]:
             line += f" (the edge of the swept range: the best slope is {ALPHAS[-1]} or more)"
@@ -399,7 +380,7 @@ def _report(results: dict) -> str:
     metric_names = list(arms[next(iter(arms))]["metrics"])
     lines += ["## Held-out metrics (mean ± std over seeds)", ""]
     lines.append(markdown_table(["arm", *metric_names],
-                                [[r["label"], *(_fmt(r["metrics"][m], 4) for m in metric_names)]
+                                [[r["label"], *(fmt_summary(r["metrics"][m], 4) for m in metric_names)]
                                  for r in arms.values()]))  # fmt: skip
     lines += ["", "## Paired differences (a − b, same seed; mean and 95% t interval)", ""]
     rows = []
@@ -413,15 +394,15 @@ def _report(results: dict) -> str:
     for arm, r in arms.items():
         a = r["activations"]
         per_seed = [results["runs"][arm][str(s)]["activations"]["std_per_channel"] for s in results["seeds"]]
-        chan = ", ".join(f"{v:.2f}" for v in _mean(per_seed))
-        rows.append([r["label"], _fmt(a["std"]), chan, ARMS[arm]["alpha"], _fmt(a["ks_at_own_alpha"]),
-                     _fmt(a["ks_optimal_alpha"], 2), _fmt(a["entropy_optimal_alpha"], 2)])  # fmt: skip
+        chan = ", ".join(f"{v:.2f}" for v in mean_columns(per_seed))
+        rows.append([r["label"], fmt_summary(a["std"]), chan, ARMS[arm]["alpha"], fmt_summary(a["ks_at_own_alpha"]),
+                     fmt_summary(a["ks_optimal_alpha"], 2), fmt_summary(a["entropy_optimal_alpha"], 2)])  # fmt: skip
     lines.append(markdown_table(["arm", "std (pooled)", "std per channel (seed mean)", "arm's alpha",
                                  "KS at arm's alpha", "KS-optimal alpha", "bin-entropy-optimal alpha"], rows))  # fmt: skip
     if "ifsq_norm" in arms:
         raw = [results["runs"]["ifsq_norm"][str(s)]["activations"]["raw_std_per_channel"] for s in results["seeds"]]
         lines += ["", "iFSQ + norm: std per channel of the encoder's output *before* the normalisation (running "
-                  "estimate, seed mean): " + ", ".join(f"{v:.2f}" for v in _mean(raw)) + "."]  # fmt: skip
+                  "estimate, seed mean): " + ", ".join(f"{v:.2f}" for v in mean_columns(raw)) + "."]  # fmt: skip
     lines += ["", "KS: Kolmogorov-Smirnov distance of the bounded values to U(−1, 1) (0 = perfectly uniform, the "
               "paper's continuous view). Bin entropy efficiency: entropy of the L quantization bins / log2 L (the "
               "discrete view; iFSQ's edge bins are half-width, so the two views can disagree).", ""]  # fmt: skip
@@ -444,17 +425,6 @@ def _report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_timing(run_dir: Path, trained: bool, wall_start: float, cpu_start: float) -> dict:
-    """Training + evaluation time of a run, kept beside it so a report rewritten from finished runs still shows it."""
-    path = run_dir / "bench_timing.json"
-    if not trained and path.is_file():
-        return json.loads(path.read_text())
-    timing = {"wall_s": time.perf_counter() - wall_start, "cpu_s": time.process_time() - cpu_start}
-    if trained:
-        path.write_text(json.dumps(timing))
-    return timing
-
-
 def run_bound_study(
     config: dict,
     output_dir: str | Path,
@@ -470,17 +440,13 @@ def run_bound_study(
     Runs under ``accelerate launch``: all processes train together; the main process evaluates and writes.
     Returns the results dict (also written to ``results.json``) on the main process, ``{}`` on the others.
     """
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
     arms = list(arms or ARMS)
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise ValueError(f"unknown arms {unknown}; choose from {list(ARMS)}.")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and non-empty, got {seeds}.")
-    # The shared state the scripts' Accelerator will reuse; like Accelerator, honour ACCELERATE_USE_CPU (multi-CPU).
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    state = study_state()
     output_dir = Path(output_dir)
     script = load_example(SCRIPT, examples_dir)
     timing: dict[str, dict[str, float]] = {}
@@ -494,7 +460,7 @@ def run_bound_study(
                 config_path.parent.mkdir(parents=True, exist_ok=True)
                 config_path.write_text(json.dumps(_model_config(config, arm), indent=2, sort_keys=True))
             state.wait_for_everyone()
-            argv_run = [*_train_argv(config["train"]), "--model_config", str(config_path), "--seed", str(seed)]
+            argv_run = [*train_argv(config["train"]), "--model_config", str(config_path), "--seed", str(seed)]
             w, c = time.perf_counter(), time.process_time()
             trained = train_with_example(SCRIPT, argv_run, run_dir, examples_dir)
             state.wait_for_everyone()
@@ -506,7 +472,7 @@ def run_bound_study(
                     args = script.parse_args([*argv_run, "--output_dir", str(run_dir)])
                     runs[arm][seed] = evaluate_run(run_dir, arm, config, args, device=state.device)
                     cached.write_text(json.dumps(runs[arm][seed]))
-            timing[f"{arm}-seed{seed}"] = _run_timing(run_dir, trained, w, c) if state.is_main_process else {}
+            timing[f"{arm}-seed{seed}"] = run_timing(run_dir, trained, w, c) if state.is_main_process else {}
     if not state.is_main_process:
         state.wait_for_everyone()
         return {}
@@ -518,12 +484,7 @@ def run_bound_study(
         "environment": environment(argv),
         **_aggregate(config, list(seeds), runs),
         "runs": {arm: {str(s): r for s, r in by_seed.items()} for arm, by_seed in runs.items()},
-        "timing": {
-            "runs": timing,
-            "total_wall_s": sum(t["wall_s"] for t in timing.values()),
-            "total_cpu_s": sum(t["cpu_s"] for t in timing.values()),
-            "this_invocation_wall_s": time.perf_counter() - start_wall,
-        },
+        "timing": timing_summary(timing, start_wall),
     }
     results["reading"] = reading(results)
     results["plots"] = _plots(results, output_dir)
@@ -532,50 +493,34 @@ def run_bound_study(
     return results
 
 
-def add_bound_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="Study size (tiny: tests).")
-    parser.add_argument("--config", default=None, help="JSON study config (replaces --preset; see --dump_config).")
-    parser.add_argument("--dump_config", default=None, help="Write the chosen preset as JSON to this file and stop.")
-    parser.add_argument("--output_dir", default=None, help="Default: benchmark-bound-PRESET.")
-    parser.add_argument("--num_seeds", type=int, default=3, help="Seeds 0..N-1 (ignored with --seeds).")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Explicit seeds, e.g. 0 1 2.")
+def add_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    add_study_args(parser, "bound", PRESETS)
     parser.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="Default: all three.")
-    parser.add_argument("--max_train_steps", type=int, default=None, help="Override the preset's training steps.")
     parser.add_argument("--num_eval_images", type=int, default=None, help="Override the held-out image count.")
-    parser.add_argument(
-        "--num_threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (results depend on it; default: the preset's).",
-    )
-    parser.add_argument("--examples_dir", default=None, help="The repository's examples/ folder (auto-detected).")
     return parser
 
 
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     """``ifsq-hf benchmark bound``: resolve the config and seeds from ``args`` and run the study."""
-    config = load_preset(args.preset, args.config)
-    if args.max_train_steps is not None:
-        if args.max_train_steps < 1:
-            raise ValueError(f"--max_train_steps must be >= 1, got {args.max_train_steps}.")
-        config["train"]["max_train_steps"] = args.max_train_steps
-    if args.num_eval_images is not None:
-        if args.num_eval_images < 1:
-            raise ValueError(f"--num_eval_images must be >= 1, got {args.num_eval_images}.")
-        config["num_eval_images"] = args.num_eval_images
-    if args.dump_config:
-        Path(args.dump_config).write_text(json.dumps(config, indent=2) + "\n")
-        return {"config": config}
-    if args.seeds is None and args.num_seeds < 1:
-        raise ValueError(f"--num_seeds must be >= 1, got {args.num_seeds}.")
-    seeds = args.seeds if args.seeds is not None else list(range(args.num_seeds))
-    threads = args.num_threads if args.num_threads is not None else config.get("num_threads")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {threads}.")
-        torch.set_num_threads(threads)
-    name = "custom" if args.config else args.preset
-    output_dir = args.output_dir or f"benchmark-bound-{name}"
+    if args.num_eval_images is not None and args.num_eval_images < 1:
+        raise ValueError(f"--num_eval_images must be >= 1, got {args.num_eval_images}.")
+    study = resolve_study_args(
+        "bound",
+        args,
+        PRESETS,
+        ("model_preset", "train", "num_eval_images"),
+        overrides={"num_eval_images": args.num_eval_images},
+    )
+    if study.config["model_preset"] not in MODEL_PRESETS:
+        raise ValueError(f"model_preset {study.config['model_preset']!r} is not one of {sorted(MODEL_PRESETS)}.")
+    if study.dump_only:
+        return {"config": study.config}
     return run_bound_study(
-        config, output_dir, seeds, arms=args.arms, preset_name=name, examples_dir=args.examples_dir, argv=argv
+        study.config,
+        study.output_dir,
+        study.seeds,
+        arms=args.arms,
+        preset_name=study.preset_name,
+        examples_dir=args.examples_dir,
+        argv=argv,
     )
