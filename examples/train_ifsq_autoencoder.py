@@ -52,6 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--quantizer_bound", default=None, choices=["ifsq", "tanh"], help="'ifsq' or vanilla FSQ 'tanh'.")
     g.add_argument("--quantizer_alpha", type=float, default=None, help="Sigmoid slope of the iFSQ bound (1.6).")
     g.add_argument("--bits_per_dim", type=int, default=None, help="Levels = 2**bits + 1 on every latent channel.")
+    g.add_argument(
+        "--pre_quant_norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Normalise each latent channel to unit variance (running statistics) before the bound. Default: the "
+        "preset's / --model_config's value.",
+    )
 
     g = parser.add_argument_group("loss")
     g.add_argument("--l1_weight", type=float, default=1.0)
@@ -83,6 +90,22 @@ def build_model(args: argparse.Namespace) -> iFSQAutoencoder:
         overrides["quantizer_bound"] = args.quantizer_bound
     if args.quantizer_alpha is not None:
         overrides["quantizer_alpha"] = args.quantizer_alpha
+    if args.pre_quant_norm is not None:
+        # A silent override would train another model than the config file (or the saved tokenizer) describes.
+        if args.model_config:
+            base, source = json.loads(Path(args.model_config).read_text()), f"--model_config {args.model_config}"
+        elif args.pretrained_model_name_or_path:
+            base = dict(iFSQAutoencoder.load_config(args.pretrained_model_name_or_path))
+            source = f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path}"
+        else:
+            base, source = {}, None
+        if source is not None and bool(base.get("pre_quant_norm", False)) != args.pre_quant_norm:
+            flag = "--pre_quant_norm" if args.pre_quant_norm else "--no-pre_quant_norm"
+            raise ValueError(
+                f"{flag} conflicts with {source}, which has pre_quant_norm={bool(base.get('pre_quant_norm', False))}; "
+                "drop the flag or change the config."
+            )
+        overrides["pre_quant_norm"] = args.pre_quant_norm
     if args.bits_per_dim is not None:
         if args.model_config:
             base = json.loads(Path(args.model_config).read_text())
