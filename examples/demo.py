@@ -219,11 +219,20 @@ def stage_tokenizers(args, out: Path) -> dict:
         resolution=args.resolution, split="test", crops="grid", photo_size=PHOTO_SIZE_GENERATORS
     )
     loader = torch.utils.data.DataLoader(test, batch_size=32, collate_fn=collate_images)
+    # The same crops cut into tiles of the training size: same content, so a gap to the whole crops is the size.
+    tile = config["train"]["resolution"]
+    tiles = None
+    if args.resolution % tile == 0 and args.resolution > tile:
+        crops = torch.cat([b["pixel_values"] for b in loader])
+        tiles = crops.unfold(2, tile, tile).unfold(3, tile, tile).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, tile, tile)
     grids, at_generator_resolution = [], {}
     for arm in args.arms:
-        result = evaluate_tokenizer(iFSQAutoencoder.from_pretrained(out / f"tokenizer_{arm}"), loader,
-                                    num_grid_images=8, show_progress=False)  # fmt: skip
+        model = iFSQAutoencoder.from_pretrained(out / f"tokenizer_{arm}")
+        result = evaluate_tokenizer(model, loader, num_grid_images=8, show_progress=False)
         at_generator_resolution[arm] = {k: result.metrics[k] for k in ("psnr", "ssim", "bin_usage", "num_images")}
+        if tiles is not None:
+            tiled = evaluate_tokenizer(model, [{"pixel_values": t} for t in tiles.split(32)], show_progress=False)
+            at_generator_resolution[arm][f"psnr_as_{tile}px_tiles"] = tiled.metrics["psnr"]
         if not grids:
             grids.append(result.originals)
         grids.append(result.reconstructions)
@@ -320,9 +329,12 @@ def difference_table(results: dict) -> str:
 def report_lines(results: dict) -> list[str]:
     lines = [f"# ifsq-hf demo (bundled photos; {results['num_threads']} torch thread(s))", ""]
     if "tokenizers" in results:
+        tile = results["tokenizer_resolution"]
         check = ", ".join(
-            f"{arm} PSNR {m['psnr']:.2f} dB" for arm, m in results["seed0_at_generator_resolution"].items()
-        )
+            f"{arm} PSNR {m['psnr']:.2f} dB" + (f" ({m[key]:.2f} dB on the same crops cut into {tile} px tiles, the "
+                                                "training size)" if (key := f"psnr_as_{tile}px_tiles") in m else "")
+            for arm, m in results["seed0_at_generator_resolution"].items()
+        )  # fmt: skip
         lines += [
             f"## Tokenizers: iFSQ vs FSQ (the `bound` study, preset `{results['tokenizer_preset']}`, seeds "
             f"{results['seeds']}, {results['tokenizer_train_steps']} steps)",

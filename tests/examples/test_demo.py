@@ -45,7 +45,9 @@ def test_tokenizer_stage_is_reproducible_and_reports_intervals(demo, tmp_path):
     assert all((out / p).is_file() for p in first["study_plots"]) and (out / "reconstructions.png").is_file()
     # the seed-0 tokenizers, as the generators and the README load them
     assert (out / "tokenizer_ifsq" / "config.json").is_file() and not list((out / "tokenizer_ifsq").glob("checkp*"))
-    assert set(first["seed0_at_generator_resolution"]) == {"fsq", "ifsq"}
+    at_generators = first["seed0_at_generator_resolution"]
+    assert set(at_generators) == {"fsq", "ifsq"} and at_generators["ifsq"]["psnr_as_16px_tiles"] > 0
+    assert "on the same crops cut into 16 px tiles" in report
 
 
 def test_reused_folder_with_another_config_is_refused(demo, tmp_path):
