@@ -103,8 +103,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {
             "dataset_name": "ILSVRC/imagenet-1k", "resolution": 256, "train_batch_size": 32,
             "max_train_steps": 100_000, "learning_rate": 1e-4, "perceptual_weight": 1.0, "perceptual_net": "vgg",
-            "disc_start": 50_000, "disc_weight": 0.5, "lpips_net": "alex", "validation_steps": 10_000,
-            "num_validation_images": 256, "checkpointing_steps": 5_000, "checkpoints_total_limit": 2,
+            "disc_start": 50_000, "disc_weight": 0.5, "lpips_net": "alex",
+            # No in-training validation: the script's evaluate_tokenizer keeps one int64 count per code (2 GB at
+            # 12x2 bits, 35 GB at 4x8 bits); the study's own evaluation (evaluate_run) counts bins per channel.
+            "validation_steps": 0, "checkpointing_steps": 5_000, "checkpoints_total_limit": 2,
             "mixed_precision": "bf16", "dataloader_num_workers": 8, "report_to": "tensorboard", "random_flip": True,
         },
         "eval_split": "validation", "num_eval_images": 10_000, "lpips_net": "alex",
