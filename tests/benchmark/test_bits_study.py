@@ -191,3 +191,25 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     assert "DistributedType.MULTI_CPU" in proc.stderr and proc.stdout.count("wrote") == 1
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(results["settings"]) == {"ifsq-c4b2", "ifsq-c4b4", "ifsq-c2b4"} and results["seeds"] == [0, 1]
+
+
+def test_second_bound_is_compared_and_plotted(tmp_path):
+    """The optional FSQ (tanh) arm: every setting is compared with iFSQ at the same seed, and the plots draw both."""
+    from ifsq_hf.benchmark.bits import _plots
+
+    psnr = {"c4b3": [20.0, 21.0, 22.0], "c4b4": [21.0, 22.1, 23.05], "c4b5": [21.5, 21.6, 23.6], "c3b4": [20.0] * 3}
+    config = {**copy.deepcopy(PRESETS["cpu"]), "fixed_channels": {"latent_channels": 4, "bits": [3, 4, 5]},
+              "fixed_total": {"total_bits": 12, "bits": [3, 4]}}  # fmt: skip
+    runs = {
+        f"{bound}-{k}": {s: {"metrics": {"psnr": v - shift, "ssim": 0.5, "lpips": 0.2, "bin_usage": 0.9,
+                                         "bin_entropy_efficiency": 0.8}, "tokens_per_channel": 768}
+                         for s, v in enumerate(values)}
+        for bound, shift in (("ifsq", 0.0), ("tanh", 0.5))
+        for k, values in psnr.items()
+    }  # fmt: skip
+    results = {"config": config, "seeds": [0, 1, 2], **_aggregate(config, ["ifsq", "tanh"], [0, 1, 2], runs)}
+    bound = [c for c in results["comparisons"] if c["kind"] == "bound" and c["metric"] == "psnr"]
+    assert {(c["a"], c["b"]) for c in bound} == {(f"ifsq-{k}", f"tanh-{k}") for k in psnr}
+    assert all(c["mean"] == pytest.approx(0.5) for c in bound)
+    assert len(results["sweeps"]) == 4 and "FSQ (tanh), 4 channels" in "\n".join(reading(results))
+    assert _plots(results, tmp_path) == ["metrics_vs_bits.png", "usage_vs_bits.png", "psnr_gains.png"]

@@ -353,6 +353,12 @@ def reading(results: dict) -> list[str]:
                         f"{table[c['b']]['bits']} → {table[c['a']]['bits']}: {_ci(c)}" for c in later) + ")"  # fmt: skip
                 out.append(line + ".")
             out += _knee(head, table, adjacent, comps, bound)
+        if sweep["name"] == "fixed_total":
+            exact = [table[k]["exact_bits_per_position"] for k in keys]
+            out.append(f"{head}: the budget is nominal (channels × bits); with 2**bits + 1 levels the exact "
+                       f"information per position runs from {exact[0]:.1f} bits ({_name(table, keys[0])}) to "
+                       f"{exact[-1]:.1f} ({_name(table, keys[-1])}), so the settings with fewer bits per dimension "
+                       "also carry a little more information.")  # fmt: skip
         if sweep["name"] == "fixed_total" and len(seeds) > 1:
             vs = [c for c in _find(comps, sweep="fixed_total", bound=bound, metric="psnr") if c["kind"] != "adjacent"]
             vs += [c for c in adjacent if PAPER_BITS in (table[c["a"]]["bits"], table[c["b"]]["bits"])]
