@@ -131,7 +131,7 @@ def _synthetic(psnr: dict[str, list[float]]) -> dict:
             s: {
                 "metrics": {"psnr": v, "ssim": 0.5, "lpips": 0.2, "bin_usage": 0.9 - 0.01 * s,
                             "bin_entropy_efficiency": 0.8 + 0.01 * s},
-                "tokens_per_channel": 768,
+                "tokens_per_channel": 768, "num_images": 48,
             }
             for s, v in zip(seeds, values)
         }
@@ -155,6 +155,7 @@ def test_reading_follows_the_intervals():
     assert "consistent with a knee at 4 bits at this scale" in text
     assert "no setting differs detectably in PSNR from 3×4 bits" in text
     assert "768 latent values per channel" in text and "33 trainings" in text
+    assert "48 held-out images (all the split has; 64 asked for)" in text
     curve = [c for c in results["comparisons"] if c["kind"] == "curvature"]
     assert len(curve) == 1 and curve[0]["mean"] == pytest.approx((0.5 - 0.5 + 0.55) / 3 - 1.05)
 
@@ -165,9 +166,14 @@ def test_reading_without_saturation_or_gain():
     text = "\n".join(reading(_synthetic(steady)))
     assert "no saturation within the swept range" in text and "no knee at 4 bits" in text
     assert "against 3×4 bits, 4×3 bits is worse (-1.03 dB)" in text
+    assert "against 4×4 bits, 4×3 bits is worse (-1.05 dB); 4×5 bits is better (+1.02 dB)" in text
+    assert "did better here" not in text  # the better split (3x4) is the 4-bit point itself
     flat = {k: [20.0, 22.0, 21.0 + 0.1 * i] for i, k in enumerate(steady)}
     text = "\n".join(reading(_synthetic(flat)))
     assert "no PSNR gain of one more bit is detected anywhere" in text
+    assert "no setting differs detectably in PSNR from 4×4 bits" in text
+    wide = {**steady, "ifsq-c3b4": [19.0, 20.1, 20.95]}  # 4x3 beats 3x4 by about 1 dB in every seed
+    assert "more channels with fewer levels did better here" in "\n".join(reading(_synthetic(wide)))
 
 
 @pytest.mark.slow
@@ -202,7 +208,7 @@ def test_second_bound_is_compared_and_plotted(tmp_path):
               "fixed_total": {"total_bits": 12, "bits": [3, 4]}}  # fmt: skip
     runs = {
         f"{bound}-{k}": {s: {"metrics": {"psnr": v - shift, "ssim": 0.5, "lpips": 0.2, "bin_usage": 0.9,
-                                         "bin_entropy_efficiency": 0.8}, "tokens_per_channel": 768}
+                                         "bin_entropy_efficiency": 0.8}, "tokens_per_channel": 768, "num_images": 48}
                          for s, v in enumerate(values)}
         for bound, shift in (("ifsq", 0.0), ("tanh", 0.5))
         for k, values in psnr.items()

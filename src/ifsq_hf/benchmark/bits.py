@@ -270,6 +270,7 @@ def _aggregate(config: dict, bounds: list[str], seeds: list[int], runs: dict[str
                     "bound": bound, "channels": c, "bits": b, "levels": 2**b + 1, "sweeps": [sweep],
                     "bits_per_position": c * b, "exact_bits_per_position": c * math.log2(2**b + 1),
                     "tokens_per_channel": by_seed[seeds[0]]["tokens_per_channel"],
+                    "num_images": by_seed[seeds[0]].get("num_images"),
                     "metrics": {m: summarize([by_seed[s]["metrics"][m] for s in seeds]).to_dict() for m in names},
                 }  # fmt: skip
     sweeps, comparisons = [], []
@@ -339,8 +340,10 @@ def reading(results: dict) -> list[str]:
                            "95% interval excludes 0: no saturation within the swept range at this scale.")  # fmt: skip
             elif not gains:
                 out.append(f"{head}: no PSNR gain of one more bit is detected anywhere in the sweep (every 95% "
-                           "interval includes 0 or lies below it): at this scale and with these seeds the bits do "
-                           "not separate in PSNR.")  # fmt: skip
+                           "interval includes 0 or lies below it). More levels did not detectably help, so at this "
+                           "scale the quantization grid does not look like the main limit on reconstruction; the "
+                           "training length and the model size, which this study does not vary, are the other "
+                           "candidates.")  # fmt: skip
             else:
                 first = missing[0]
                 step = f"{table[first['b']]['bits']} → {table[first['a']]['bits']} bits"
@@ -359,26 +362,8 @@ def reading(results: dict) -> list[str]:
                        f"information per position runs from {exact[0]:.1f} bits ({_name(table, keys[0])}) to "
                        f"{exact[-1]:.1f} ({_name(table, keys[-1])}), so the settings with fewer bits per dimension "
                        "also carry a little more information.")  # fmt: skip
-        if sweep["name"] == "fixed_total" and len(seeds) > 1:
-            vs = [c for c in _find(comps, sweep="fixed_total", bound=bound, metric="psnr") if c["kind"] != "adjacent"]
-            vs += [c for c in adjacent if PAPER_BITS in (table[c["a"]]["bits"], table[c["b"]]["bits"])]
-            if not any(table[k]["bits"] == PAPER_BITS for k in keys):
-                continue
-            ref = next(k for k in keys if table[k]["bits"] == PAPER_BITS)
-            found = [c for c in vs if _detected(c)]
-            if not found:
-                out.append(f"{head}: no setting differs detectably in PSNR from {_name(table, ref)} (every 95% "
-                           "interval includes 0): at equal bits per position, trading channels for levels makes no "
-                           "difference this study can resolve.")  # fmt: skip
-            else:
-                parts = []
-                for c in found:
-                    other = c["a"] if c["b"] == ref else c["b"]
-                    diff = c["mean"] if c["a"] == other else -c["mean"]
-                    parts.append(f"{_name(table, other)} is {'better' if diff > 0 else 'worse'} ({diff:+.2f} dB)")
-                out.append(f"{head}: against {_name(table, ref)}, " + "; ".join(parts) + " (95% intervals exclude 0)."
-                           + (" More channels with fewer levels wins here." if table[best]["bits"] < PAPER_BITS else
-                              " Fewer channels with more levels wins here." if table[best]["bits"] > PAPER_BITS else ""))  # fmt: skip
+        if len(seeds) > 1:
+            out += _against_paper(head, table, comps, sweep)
     for sweep in results["sweeps"]:
         keys = sweep["settings"]
         use = [table[k]["metrics"]["bin_usage"]["mean"] for k in keys]
@@ -404,10 +389,43 @@ def reading(results: dict) -> list[str]:
                "on top.")  # fmt: skip
     out.append(f"Scope: {len(seeds)} seeds per setting, {len(table)} settings, the {cfg['model_preset']} "
                f"architecture, {train.get('max_train_steps')} steps at {train.get('resolution')} px on {source}, "
-               f"{cfg['num_eval_images']} held-out images at most. What holds at this scale need not hold for "
+               f"{_images(table, cfg['num_eval_images'])}. What holds at this scale need not hold for "
                "ImageNet-scale tokenizers trained for 100k+ steps; the intervals cover seed noise only, not the "
                "choice of recipe or data.")  # fmt: skip
     return out
+
+
+def _against_paper(head: str, table: dict, comps: list[dict], sweep: dict) -> list[str]:
+    """Which settings of a sweep differ detectably in PSNR from its 4-bit point, and in which direction."""
+    keys = sweep["settings"]
+    ref = next((k for k in keys if table[k]["bits"] == PAPER_BITS), None)
+    if ref is None:
+        return []
+    found = []
+    for c in _find(comps, sweep=sweep["name"], bound=sweep["bound"], metric="psnr"):
+        if ref in (c["a"], c["b"]) and c["kind"] in ("adjacent", f"vs {PAPER_BITS} bits") and _detected(c):
+            other = c["a"] if c["b"] == ref else c["b"]
+            found.append((other, c["mean"] if c["a"] == other else -c["mean"]))
+    if not found:
+        what = ("trading channels for levels at equal bits per position" if sweep["name"] == "fixed_total"
+                else f"moving away from {PAPER_BITS} bits")  # fmt: skip
+        return [f"{head}: no setting differs detectably in PSNR from {_name(table, ref)} (every 95% interval "
+                f"includes 0): {what} makes no difference this study can resolve."]  # fmt: skip
+    found.sort(key=lambda f: table[f[0]]["bits"])
+    parts = [f"{_name(table, k)} is {'better' if d > 0 else 'worse'} ({d:+.2f} dB)" for k, d in found]
+    line = f"{head}: against {_name(table, ref)}, " + "; ".join(parts) + " (95% intervals exclude 0)"
+    better = {table[k]["bits"] < PAPER_BITS for k, d in found if d > 0}
+    if sweep["name"] == "fixed_total" and len(better) == 1:
+        line += (": more channels with fewer levels did better here" if better.pop() else
+                 ": fewer channels with more levels did better here")  # fmt: skip
+    return [line + "."]
+
+
+def _images(table: dict, asked: int) -> str:
+    counted = {r["num_images"] for r in table.values()} - {None}
+    if len(counted) == 1 and (n := counted.pop()) < asked:
+        return f"{n} held-out images (all the split has; {asked} asked for)"
+    return f"{asked} held-out images at most"
 
 
 def _knee(head: str, table: dict, adjacent: list[dict], comps: list[dict], bound: str) -> list[str]:
