@@ -156,6 +156,8 @@ def test_reading_follows_the_intervals():
     assert "no setting differs detectably in PSNR from 3×4 bits" in text
     assert "768 latent values per channel" in text and "33 trainings" in text
     assert "48 held-out images (all the split has; 64 asked for)" in text
+    n = sum(c["low"] is not None for c in results["comparisons"])
+    assert f"this report computes {n} intervals" in text and f"about {n / 20:.1f} of them exclude 0 by chance" in text
     curve = [c for c in results["comparisons"] if c["kind"] == "curvature"]
     assert len(curve) == 1 and curve[0]["mean"] == pytest.approx((0.5 - 0.5 + 0.55) / 3 - 1.05)
 

@@ -371,6 +371,13 @@ def reading(results: dict) -> list[str]:
         out.append(f"{BOUNDS[sweep['bound']]}, {sweep['label']}: bin usage {use[0]:.2f} → {use[-1]:.2f} and bin "
                    f"entropy efficiency {eff[0]:.2f} → {eff[-1]:.2f} from {_name(table, keys[0])} to "
                    f"{_name(table, keys[-1])}.")  # fmt: skip
+    intervals = [c for c in comps if c["low"] is not None]
+    if intervals:
+        hits = [c for c in intervals if _detected(c)]
+        out.append(f"Multiplicity: this report computes {len(intervals)} intervals (every metric and comparison); at "
+                   f"95% about {len(intervals) / 20:.1f} of them exclude 0 by chance alone even with no effect, and "
+                   f"{len(hits)} do here. An isolated detection, above all one whose interval barely misses 0, is a "
+                   "hint to recheck with more seeds, not a finding.")  # fmt: skip
     levels = max(r["levels"] for r in table.values())
     n = min(r["tokens_per_channel"] for r in table.values())
     out.append(f"Bin statistics are counted on {n} latent values per channel, {n / levels:.1f} per level at "
