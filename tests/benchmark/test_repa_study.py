@@ -54,7 +54,7 @@ def test_writes_report_results_and_heat_maps(two_runs):
     assert record["repa_depth"] == 3 and record["repa_coefficient"] == 1.0 and record["seed"] == 1
     assert results["grid"]["num_hidden_layers"] == 3
     flops = results["training_flops_per_step"]
-    assert flops["repa"] > 0 and flops["baseline"] == flops["repa"]  # both carry the projector
+    assert 0 < flops["without_projector"] < flops["with_projector"]
     report = (out / "report.md").read_text()
     assert "ifsq-hf benchmark repa --preset tiny --seeds 0 1" in report and "seeds: [0, 1]" in report
     assert "## What this does and does not show" in report and "not the paper's DINOv2-B" in report
@@ -138,7 +138,13 @@ def _results(cells: dict, encoder: str = "efficientnet-lite0") -> dict:
         "baseline": {"metrics": {"latent_fd": {"mean": 10.0, "std": 0.5, "n": 3}}},
         "cells": cells,
         "best": {"latent_fd": {"cell": best, "vs_others": others}},
-    }
+        "marginals": {"latent_fd": {
+            "all cells": {"mean": 0.5, "std": 1.0, "n": 3, "low": -1.0, "high": 2.0, "includes_zero": True,
+                          "vs": "baseline"},
+            "lambda 2 − lambda 0.5": {"mean": 1.0, "std": 0.2, "n": 3, "low": 0.5, "high": 1.5, "includes_zero": False,
+                                      "vs": "lambda 0.5"},
+        }},
+    }  # fmt: skip
 
 
 def test_reading_follows_the_intervals():
@@ -157,6 +163,9 @@ def test_reading_follows_the_intervals():
     assert "the best mean is at depth 1, lambda 2" in text and "optimum within the grid is not resolved" not in text
     assert "ranking of the cells is not resolved" in text
     assert "efficientnet-lite0, an ImageNet-supervised CNN, not the paper's DINOv2-B" in text
+    assert "2 of 4 REPA cells are worse than the baseline and 2 better" in text
+    assert "all cells (averaged) − baseline = +0.50 [-1.00, +2.00] (interval includes 0)" in text
+    assert "lambda 2 − lambda 0.5 = +1.00 [+0.50, +1.50] (the larger lambda is worse, the interval excludes 0)" in text
 
     cells["d1-lambda2"] = _cell(1, 2.0, 3.0, 2.0, 4.0)
     cells["d1-lambda0.5"] = _cell(1, 0.5, -4.0, -5.0, -3.0)

@@ -17,6 +17,7 @@ depth with ``lambda`` about 2).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -282,7 +283,37 @@ def _aggregate(config: dict, seeds: list[int], runs: dict[str, dict[int, dict]])
                 if other != name
             },
         }
-    return {"metrics": metrics, "baseline": baseline, "cells": cells, "best": best}
+    return {"metrics": metrics, "baseline": baseline, "cells": cells, "best": best,
+            "marginals": _marginals(config, seeds, runs, metrics)}  # fmt: skip
+
+
+def _marginals(config: dict, seeds: list[int], runs: dict, metrics: list[str]) -> dict:
+    """Paired differences of cell averages, per seed: every cell vs the baseline, each lambda (averaged over the
+    depths) and each depth (averaged over lambda) vs the baseline, and the largest minus the smallest lambda. Pooling
+    cells narrows the interval, but it answers "does REPA on this grid help on average", not "which cell is best"."""
+    depths, coefficients = config["depths"], config["coefficients"]
+
+    def average(names: list[str], m: str) -> list[float]:
+        return [sum(runs[n][s]["metrics"][m] for n in names) / len(names) for s in seeds]
+
+    out = {}
+    for m in metrics:
+        base = average(["baseline"], m)
+        groups = {"all cells": [cell_name(d, c) for d in depths for c in coefficients]}
+        groups.update({f"lambda {c:g}": [cell_name(d, c) for d in depths] for c in coefficients})
+        groups.update({f"depth {d}": [cell_name(d, c) for c in coefficients] for d in depths})
+        rows = {g: {**paired_difference(average(names, m), base).to_dict(), "vs": "baseline"}
+                for g, names in groups.items()}  # fmt: skip
+        if len(coefficients) > 1:
+            lo, hi = min(coefficients), max(coefficients)
+            rows[f"lambda {hi:g} − lambda {lo:g}"] = {
+                **paired_difference(
+                    average(groups[f"lambda {hi:g}"], m), average(groups[f"lambda {lo:g}"], m)
+                ).to_dict(),
+                "vs": f"lambda {lo:g}",
+            }
+        out[m] = rows
+    return out
 
 
 def _ci(d: dict, digits: int = 2) -> str:
@@ -343,6 +374,26 @@ def reading(results: dict) -> list[str]:
             line += ("Its paired differences to all other cells include 0: the ranking of the cells is not resolved "
                      "by these seeds.")  # fmt: skip
         out.append(line)
+    for m in results["metrics"]:
+        sign = METRICS[m]
+        means = [c["vs_baseline"][m]["mean"] for c in cells.values()]
+        worse_by_mean = sum(1 for x in means if sign * x < 0)
+        out.append(f"{m}, by mean alone: {worse_by_mean} of {len(means)} REPA cells are worse than the baseline and "
+                   f"{len(means) - worse_by_mean} better (the cells share the baseline, so these are not independent "
+                   "votes).")  # fmt: skip
+        for group, d in results["marginals"][m].items():
+            if d["vs"] != "baseline" and not group.startswith("lambda"):
+                continue
+            what = group if d["vs"] != "baseline" else f"{group} (averaged) − baseline"
+            verdict = _verdict(d, sign)
+            if verdict == "unresolved":
+                tail = "interval includes 0"
+            elif d["vs"] == "baseline":
+                tail = f"REPA {verdict} than none, the interval excludes 0"
+            else:
+                tail = f"the larger lambda is {verdict}, the interval excludes 0"
+            if group == "all cells" or d["vs"] != "baseline" or verdict != "unresolved":
+                out.append(f"{m}, pooled: {what} = {_ci(d)} ({tail}).")
     m = results["metrics"][0]
     sign = METRICS[m]
     near = paper_cell(results)
@@ -436,11 +487,17 @@ def _plots(results: dict, output_dir: Path) -> list[str]:
         ax = axes[row][0]
         image = ax.imshow(mean, cmap="viridis_r" if METRICS[m] < 0 else "viridis", aspect="auto")
         fig.colorbar(image, ax=ax, shrink=0.8)
+        span = float(mean.max() - mean.min()) or 1.0
         for i, d in enumerate(depths):
             for j, c in enumerate(coefficients):
                 s = cells[cell_name(d, c)]["metrics"][m]
+                dark = (
+                    (mean[i, j] - mean.min()) / span > 0.5
+                    if METRICS[m] < 0
+                    else (mean[i, j] - mean.min()) / span < 0.5
+                )
                 ax.text(j, i, fmt_summary(s, 1).replace(" ± ", "\n± "), ha="center", va="center", fontsize=7,
-                        color="w")  # fmt: skip
+                        color="w" if dark else "k")  # fmt: skip
         ax.set_title(f"{m}: mean ± std over seeds\n(no REPA: {fmt_summary(base, 1)})", fontsize=8)
         values = np.array([[x["mean"] for x in r] for r in diff])
         limit = float(np.abs(values).max()) or 1.0
@@ -518,10 +575,10 @@ def _report(results: dict) -> str:
               "baseline)",
               f"- grid: depths {grid['depths']} of {grid['num_hidden_layers']} blocks × lambda "
               f"{[float(c) for c in grid['coefficients']]}, plus the no-REPA baseline (lambda 0, one run per seed)",
-              f"- REPA encoder: `{results['config']['repa_encoder']}`; LlamaGen: {grid['num_parameters']:,} parameters",
-              f"- training FLOPs per optimizer step: {flops['baseline']:.3g} without REPA, {flops['repa']:.3g} with "
-              "it (the projector; the frozen encoder's forward is not counted, and is zero with precomputed "
-              "features)",
+              f"- REPA encoder: `{results['config']['repa_encoder']}`; LlamaGen: {grid['num_parameters']:,} parameters without the projector",
+              f"- training FLOPs per optimizer step: {flops['without_projector']:.4g} for LlamaGen alone, "
+              f"{flops['with_projector']:.4g} with the REPA projector that every run carries (the frozen encoder's "
+              "forward is not counted; it is zero with precomputed features)",
               f"- held-out reference: {results['reference']['description']}",
               f"- torch threads: {env['torch_threads']}; python {env['python']}; {env['platform']}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
@@ -547,6 +604,11 @@ def _report(results: dict) -> str:
                 row.append(f"**{_ci(x, 3)}**" if x["includes_zero"] is False else _ci(x, 3))
             rows.append(row)
         lines += [markdown_table(header, rows), ""]
+        lines += ["Pooled: per seed, the average over a group of cells minus the baseline (or one lambda minus the "
+                  "other), mean and 95% t interval.", ""]  # fmt: skip
+        rows = [[g, d["vs"], _ci(d, 3), "yes" if d["includes_zero"] else "**no**" if d["low"] is not None else "n/a"]
+                for g, d in results["marginals"][m].items()]  # fmt: skip
+        lines += [markdown_table(["group", "minus", "mean [95% CI]", "includes 0"], rows), ""]
     lines += ["## Plots", ""] + [f"![{f}]({f})" for f in results["plots"]] + [""]
     lines += ["- `heatmap.png`: left, the mean metric per (depth, lambda) cell with its std over seeds; right, the "
               "paired difference to the no-REPA baseline with its 95% t interval (blue: REPA better; boxed with *: "
@@ -615,9 +677,11 @@ def run_repa_study(
 
     model = LlamaGenForImageGeneration.from_pretrained(output_dir / "runs" / f"baseline-seed{seeds[0]}")
     first = cell_name(config["depths"][0], config["coefficients"][0])
-    flops = {  # per optimizer step and process; the same for every seed, depth and lambda > 0
-        "baseline": training_flops(KIND, model, config["train"]),
-        "repa": training_flops(KIND, output_dir / "runs" / f"{first}-seed{seeds[0]}", config["train"]),
+    plain = copy.deepcopy(model.config)
+    plain.repa_feature_dim = None
+    flops = {  # per optimizer step and process; every run (the baseline too) carries the projector
+        "without_projector": training_flops(KIND, LlamaGenForImageGeneration(plain), config["train"]),
+        "with_projector": training_flops(KIND, output_dir / "runs" / f"{first}-seed{seeds[0]}", config["train"]),
     }
     results = {
         "study": "repa",
