@@ -47,13 +47,6 @@ METRIC_LABELS = {"fid": "FID (ADM Inception)", "latent_fd": "Fréchet distance i
 # The paper's setting, from the official LlamaGen-REPA configs (encoder_depth 8 of 24 layers, proj_coef 2.0).
 PAPER_DEPTH_FRACTION, PAPER_COEFFICIENT = 1 / 3, 2.0
 REQUIRED = ("tokenizer", "train", "depths", "coefficients", "repa_encoder")
-# The no-REPA baseline's coefficient. Not 0: without REPA the script builds LlamaGen without the projector, and
-# constructing the projector draws from the RNG before the weights are initialised, so the same seed would give the
-# baseline a different initialisation (and dropout/data stream) than every REPA cell. With the projector present and
-# this coefficient the REPA gradient (1e-30 x O(1)) is below float32 resolution of the CE gradient (and its Adam
-# update of the projector underflows), so the baseline trains exactly as with lambda = 0 (tested) while sharing the
-# cells' initialisation and random streams.
-BASELINE_COEFFICIENT = 1e-30
 # The offline stand-ins of ifsq_hf.training.repa (ImageNet-supervised CNNs, not DINOv2).
 OFFLINE_ENCODERS = ("efficientnet-lite0", "efficientnet-lite0-s16", "lpips-vgg16")
 # Flags the study sets per run; a config's ``train`` must leave them out.
@@ -241,8 +234,11 @@ def run_train(config: dict, depth: int | None, coefficient: float, tokens: Path 
         for key in ("resolution", "dataset_name", "train_data_dir", "num_bundled_samples", "bundled_split",
                     "bundled_photo_size", "random_flip", "center_crop"):  # fmt: skip
             train.pop(key, None)  # the precomputed set fixes them (flips are stored)
-    if coefficient == 0:  # the baseline: the same network and random streams, no REPA (see BASELINE_COEFFICIENT)
-        coefficient, depth = BASELINE_COEFFICIENT, config["depths"][0]
+    if coefficient == 0:
+        # The baseline: REPA off (no projector, no encoder). The models initialise their REPA projector from its
+        # own seeded generator, so the same seed gives the baseline and every cell the same trunk and data order.
+        train.update(repa_encoder="none", repa_coefficient=0.0)
+        return train
     train.update(repa_encoder=config["repa_encoder"], repa_coefficient=coefficient, repa_depth=depth)
     return train
 
