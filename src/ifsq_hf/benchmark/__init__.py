@@ -3,6 +3,8 @@ training scripts over several seeds and writes ``report.md``, ``results.json`` a
 
 * :mod:`.bound` -- iFSQ vs FSQ (tanh) vs iFSQ with pre-quantization normalisation, plus alpha measured on the
   real pre-quantization activations of every trained encoder.
+* :mod:`.bits` -- reconstruction vs bits per latent dimension (2..8), at fixed channels and at fixed total bits.
+* :mod:`.repa` -- LlamaGen with REPA over a grid of depths x coefficients against the no-REPA baseline.
 * :mod:`.common` -- presets/configs, the shared flags, script arguments and timing.
 * :mod:`.statistics` -- mean ± std over seeds and paired differences with t-based confidence intervals.
 * :mod:`.report` -- environment capture, ``results.json``/``report.md`` writing and the plots.
@@ -15,6 +17,8 @@ Studies are imported lazily by the CLI; this package needs the ``train``, ``metr
 # ``main(args, argv) -> dict``; the CLI imports a module only when its study runs.
 STUDIES: dict[str, tuple[str, str]] = {
     "bound": ("bound", "iFSQ vs FSQ (tanh) vs iFSQ + pre-quant norm; alpha on real activations."),
+    "bits": ("bits", "Reconstruction vs bits per dim (2..8): fixed channels and fixed total bits per position."),
+    "repa": ("repa", "LlamaGen REPA depth x lambda grid against the no-REPA baseline (heat maps)."),
 }
 
 __all__ = ["STUDIES"]
