@@ -3,6 +3,9 @@ training scripts over several seeds and writes ``report.md``, ``results.json`` a
 
 * :mod:`.bound` -- iFSQ vs FSQ (tanh) vs iFSQ with pre-quantization normalisation, plus alpha measured on the
   real pre-quantization activations of every trained encoder.
+* :mod:`.ar_vs_diffusion` -- DiT (diffusion) vs LlamaGen (autoregressive) on one tokenizer, quality vs training
+  samples and FLOPs, evaluated in stages of one resumed run.
+* :mod:`.generators` -- the generator studies' shared tokenizer, training, held-out reference, evaluation, FLOPs.
 * :mod:`.common` -- presets/configs, the shared flags, script arguments and timing.
 * :mod:`.statistics` -- mean ± std over seeds and paired differences with t-based confidence intervals.
 * :mod:`.report` -- environment capture, ``results.json``/``report.md`` writing and the plots.
@@ -15,6 +18,7 @@ Studies are imported lazily by the CLI; this package needs the ``train``, ``metr
 # ``main(args, argv) -> dict``; the CLI imports a module only when its study runs.
 STUDIES: dict[str, tuple[str, str]] = {
     "bound": ("bound", "iFSQ vs FSQ (tanh) vs iFSQ + pre-quant norm; alpha on real activations."),
+    "ar-vs-diffusion": ("ar_vs_diffusion", "DiT vs LlamaGen on one tokenizer: quality vs training compute."),
 }
 
 __all__ = ["STUDIES"]

@@ -42,6 +42,7 @@ __all__ = [
     "build_reference",
     "evaluate_generator",
     "generator_is_complete",
+    "load_generator_model",
     "prepare_tokenizer",
     "reference_images",
     "train_generator",
@@ -60,6 +61,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "num_eval_samples": 240,
     "eval_batch_size": 48,
     "fid": True,
+    "num_fid_samples": None,  # FID on the first N samples (None: all); the latent FD always uses all
     "dit_sampling": {"num_inference_steps": 50, "guidance_scale": 1.0, "timestep_shift": 1.0},
     "llamagen_sampling": {"guidance_scale": 1.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0},
 }
@@ -292,6 +294,19 @@ def _device(device: torch.device | str | None) -> torch.device:
     return torch.device(device) if device is not None else study_state().device
 
 
+_INCEPTION: dict[str, torch.nn.Module] = {}
+
+
+def _inception(device: torch.device) -> torch.nn.Module:
+    """One FID InceptionV3 per device and process: the TorchScript network re-optimises itself on its first calls,
+    which costs more than a CPU evaluation of a few hundred images, so a study keeps it."""
+    if str(device) not in _INCEPTION:
+        from ..metrics.fid import InceptionV3FeatureExtractor
+
+        _INCEPTION[str(device)] = InceptionV3FeatureExtractor().to(device)
+    return _INCEPTION[str(device)]
+
+
 @torch.no_grad()
 def build_reference(
     config: dict,
@@ -321,9 +336,7 @@ def build_reference(
     vae = iFSQAutoencoder.from_pretrained(tokenizer_dir).to(device).eval()
     extractor = None
     if settings["fid"] and not settings["fid_reference"]:
-        from ..metrics.fid import InceptionV3FeatureExtractor
-
-        extractor = InceptionV3FeatureExtractor().to(device)
+        extractor = _inception(device)
     batch_size = int(_eval_setting(config, "eval_batch_size"))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     latents, acts, labels = [], [], []
@@ -425,7 +438,7 @@ def _sampler(kind: str, run_dir: Path, config: dict, device: torch.device):
 
 
 def _eval_key(kind: str, run_dir: Path, reference: GeneratorReference, config: dict, seed: int) -> dict:
-    keys = ("num_eval_samples", "eval_batch_size", "fid", f"{kind}_sampling")
+    keys = ("num_eval_samples", "eval_batch_size", "fid", "num_fid_samples", f"{kind}_sampling")
     return {"kind": kind, "reference": reference.path.name, "seed": int(seed),
             **{k: _eval_setting(config, k) for k in keys}}  # fmt: skip
 
@@ -444,7 +457,8 @@ def evaluate_generator(
     """Sample ``config["num_eval_samples"]`` images, class-balanced, from the saved model and score them.
 
     Labels cycle through the classes; batch ``k`` draws its noise from ``batch_seed(seed, k)``, so a rerun gives the
-    same samples. Returns ``{"latent_fd", "fid" (when on), "num_samples", "num_classes"}`` and saves the first
+    same samples. Returns ``{"latent_fd", "fid" and "num_fid_samples" (when ``config["fid"]``), "num_samples",
+    "num_classes"}``; FID uses the first ``config["num_fid_samples"]`` samples (all by default). Saves the first
     samples as ``bench_samples.png``; the result is cached in ``run_dir/bench_eval.json`` keyed by the settings.
     """
     from ..metrics.fid import frechet_distance
@@ -457,8 +471,12 @@ def evaluate_generator(
         raise ValueError(f"{run_dir} holds no finished {kind} run; train it first.")
     num_samples = int(_eval_setting(config, "num_eval_samples"))
     batch_size = int(_eval_setting(config, "eval_batch_size"))
-    if num_samples < 2 or batch_size < 1:
-        raise ValueError(f"num_eval_samples must be >= 2 and eval_batch_size >= 1, got {num_samples}, {batch_size}.")
+    num_fid = int(_eval_setting(config, "num_fid_samples") or num_samples)
+    if num_samples < 2 or batch_size < 1 or not 2 <= num_fid <= num_samples:
+        raise ValueError(
+            f"need num_eval_samples >= 2, eval_batch_size >= 1 and 2 <= num_fid_samples <= num_eval_samples, got "
+            f"{num_samples}, {batch_size}, {num_fid}."
+        )
     key = _eval_key(kind, run_dir, reference, config, seed)
     cached = run_dir / EVAL_FILE
     if cache and cached.is_file():
@@ -474,18 +492,16 @@ def evaluate_generator(
     if key["fid"]:
         if reference.inception_mu is None:
             raise ValueError("FID is on but the reference holds no Inception statistics; rebuild it with fid=True.")
-        from ..metrics.fid import InceptionV3FeatureExtractor
-
-        extractor = InceptionV3FeatureExtractor().to(device)
+        extractor = _inception(device)
     labels = [i % num_classes for i in range(num_samples)]
-    latents, acts, grid = [], [], []
+    latents, fid_images, grid = [], [], []
     for k, start in enumerate(range(0, num_samples, batch_size)):
         batch = labels[start : start + batch_size]
         generator = torch.Generator(device="cpu").manual_seed(batch_seed(seed, k))
         images, latent = sample(batch, generator)
         latents.append(latent.flatten(1).double().cpu())
-        if extractor is not None:
-            acts.append(extractor(_uint8(images)).double().cpu())
+        if extractor is not None and start < num_fid:
+            fid_images.append(_uint8(images[: num_fid - start]).cpu())
         if start < 2 * num_classes:
             grid.append(((images.clamp(-1, 1) + 1) / 2).cpu())
     mu, sigma = _gaussian(torch.cat(latents).numpy())
@@ -495,7 +511,10 @@ def evaluate_generator(
         "num_classes": num_classes,
     }
     if extractor is not None:
+        images = torch.cat(fid_images)
+        acts = [extractor(images[i : i + batch_size].to(device)).double().cpu() for i in range(0, num_fid, batch_size)]
         mu, sigma = _gaussian(torch.cat(acts).numpy())
+        metrics["num_fid_samples"] = num_fid
         metrics["fid"] = frechet_distance(mu, sigma, reference.inception_mu, reference.inception_sigma)
     shown = torch.cat(grid)[: 2 * num_classes] if num_classes <= 16 else torch.cat(grid)[:16]
     make_image_grid(shown, nrow=min(num_classes, 16)).save(run_dir / "bench_samples.png")
@@ -509,7 +528,8 @@ def evaluate_generator(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _load_model(kind: str, run_dir_or_model) -> torch.nn.Module:
+def load_generator_model(kind: str, run_dir_or_model) -> torch.nn.Module:
+    """The trained network of a saved run (the DiT transformer, or LlamaGen), or ``run_dir_or_model`` if a module."""
     if isinstance(run_dir_or_model, torch.nn.Module):
         return run_dir_or_model
     path = Path(run_dir_or_model)
@@ -562,7 +582,7 @@ def training_flops(kind: str, run_dir_or_model, train: dict) -> float:
         raise ValueError(
             f"train_batch_size must be >= 1 to count training FLOPs, got {train.get('train_batch_size')}."
         )
-    model = _load_model(kind, run_dir_or_model).train()
+    model = load_generator_model(kind, run_dir_or_model).train()
     gen = torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
     with FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops()) as counter:
