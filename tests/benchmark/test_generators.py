@@ -57,8 +57,13 @@ def test_reference_is_cached_and_keyed_by_its_settings(trained):
     other = gen.build_reference({**CONFIG, "num_reference_images": 36}, tokenizer, out)
     assert other.path != ref.path and other.num_images == 36
     # the held-out crops are not the training crops: another seed, the same 12 photos in turn
-    images = gen.reference_images(CONFIG)
+    images, floor_images = gen.reference_images(CONFIG), gen.reference_images(CONFIG, floor=True)
     assert [images[i]["labels"] for i in range(12)] == list(range(12))
+    assert not torch.equal(images[0]["pixel_values"], floor_images[0]["pixel_values"])
+    # the floor: other real crops scored like samples (the value perfect samples would get), cached beside
+    assert ref.floor["num_samples"] == CONFIG["num_eval_samples"] and ref.floor["latent_fd"] > 0
+    assert "fid" not in ref.floor and len(list(ref.path.parent.glob("floor-*.json"))) == 2
+    assert gen.build_reference({**CONFIG, "reference_floor": False}, tokenizer, out).floor is None
 
 
 def test_evaluation_is_deterministic_and_cached(trained):
@@ -91,6 +96,7 @@ def test_fid_uses_the_first_samples_and_the_same_features_for_the_reference(trai
     config = {**CONFIG, "fid": True, "num_fid_samples": 12}
     ref = gen.build_reference(config, tokenizer, out / "fid")
     assert ref.inception_mu.shape == (6,)
+    assert ref.floor["num_fid_samples"] == 12 and ref.floor["fid"] > 0 and ref.floor["fid_reconstructed"] > 0
     for kind in WEIGHTS:
         m = gen.evaluate_generator(kind, out / kind / "step4", ref, config, 0, cache=False)
         assert m["num_fid_samples"] == 12 and m["fid"] > 0

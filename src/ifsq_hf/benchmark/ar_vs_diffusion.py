@@ -144,7 +144,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fid_budgets": "all",
         "resolution": 256, "num_reference_images": 10_000,
         "reference_dataset": {"dataset_name": "ILSVRC/imagenet-1k", "split": "validation"},
-        "fid_reference": "VIRTUAL_imagenet256_labeled.npz",
+        "fid_reference": "VIRTUAL_imagenet256_labeled.npz", "reference_floor": False,
         "num_eval_samples": 50_000, "eval_batch_size": 250, "fid": True,
         "dit_sampling": {"num_inference_steps": 250, "guidance_scale": 1.0},
         "llamagen_sampling": {"guidance_scale": 1.0},
@@ -351,6 +351,18 @@ def reading(results: dict) -> list[str]:
             who = {"dit": "the DiT is ahead", "llamagen": "LlamaGen is ahead", None: "no difference is detected"}[last]
             claim += f", and at the largest {who}"
         out.append(claim + " (latent FD; a tiny-scale curve cannot test the paper's ceiling claim).")
+    floor = results.get("reference", {}).get("floor")
+    if floor:
+        best = {m: min((p[m]["mean"], k) for k, c in curves.items() for p in c["points"] if m in p)
+                for m in METRICS if any(m in p for c in curves.values() for p in c["points"])}  # fmt: skip
+        line = (f"Calibration: real held-out crops scored exactly like samples give latent FD {floor['latent_fd']:.3f} "
+                f"({floor['num_samples']} images)")  # fmt: skip
+        if "fid" in floor:
+            line += (f" and FID {floor['fid']:.1f} ({floor['num_fid_samples']} images; the tokenizer's reconstructions "
+                     f"of them: FID {floor['fid_reconstructed']:.1f})")  # fmt: skip
+        line += "; that is what perfect samples would score at these sample counts"
+        parts = [f"{m} {v:.3f} ({'DiT' if k == 'dit' else 'LlamaGen'})" for m, (v, k) in best.items()]
+        out.append(line + ". The best generator means: " + ", ".join(parts) + ".")
     fid_rows = [c for c in results["equal_steps"] if c["metric"] == "fid"]
     lfd_rows = {c["budget"]: c for c in results["equal_steps"] if c["metric"] == "latent_fd"}
     for c in fid_rows:
@@ -429,6 +441,17 @@ def _plots(results: dict, output_dir: Path) -> list[str]:
     return files
 
 
+def _floor_line(floor: dict | None) -> str:
+    if not floor:
+        return "- floor: not computed (reference_floor off)."
+    line = (f"- floor (perfect samples): {floor['num_samples']} other real held-out crops scored like samples give "
+            f"latent FD {floor['latent_fd']:.3f}")  # fmt: skip
+    if "fid" in floor:
+        line += (f", FID {floor['fid']:.2f} on {floor['num_fid_samples']} of them, and FID "
+                 f"{floor['fid_reconstructed']:.2f} for their tokenizer reconstructions (the decoder's ceiling)")  # fmt: skip
+    return line + "."
+
+
 def _fmt(point: dict, m: str) -> str:
     return fmt_summary(point[m], 3) if m in point else "–"
 
@@ -458,6 +481,7 @@ def _report(results: dict) -> str:
               f"on {cfg.get('num_fid_samples') or cfg['num_eval_samples']} samples (budgets: "
               f"{cfg.get('fid_budgets', 'all')}). The papers' metric; at a few hundred thumbnails it is biased "
               "upwards and noisy, so compare it only within this study.",
+              _floor_line(results["reference"].get("floor")),
               f"- reference: {results['reference']['description']}; sampling: DiT "
               f"`{json.dumps(cfg.get('dit_sampling', {}))}`, LlamaGen `{json.dumps(cfg.get('llamagen_sampling', {}))}`.",
               "- training FLOPs per step: one forward + backward of the generator at the run's batch size, counted "
@@ -515,8 +539,10 @@ def run_study(
     check_config(config)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and non-empty, got {seeds}.")
-    if config.get("reference_seed", 1_000_003) in seeds:
-        raise ValueError(f"reference_seed {config.get('reference_seed')} is also a training seed; pick another.")
+    reference_seed = int(config.get("reference_seed", 1_000_003))
+    if {reference_seed, reference_seed + 1} & set(seeds):
+        raise ValueError(f"reference_seed {reference_seed} (and + 1, the real-image floor) must not be a training "
+                         "seed; pick another.")  # fmt: skip
     state = study_state()
     output_dir = Path(output_dir)
     start_wall = time.perf_counter()

@@ -217,12 +217,26 @@ def _reference_settings(config: dict) -> dict:
     }
 
 
-def reference_images(config: dict) -> torch.utils.data.Dataset:
+def reference_images(config: dict, floor: bool = False) -> torch.utils.data.Dataset:
     """The held-out images: ``config["reference_dataset"]`` (``{"dataset_name", "split"}``, center crops) if set,
     else random crops of the 12 bundled photos with ``reference_seed`` (no training run draws crops with it; the
-    crop index cycles through the photos, so the classes are balanced)."""
+    crop index cycles through the photos, so the classes are balanced).
+
+    ``floor=True``: a second, disjoint set of ``num_eval_samples`` real images (bundled: seed ``reference_seed + 1``)
+    scored like generated samples, which gives the metrics' value for perfect samples at this sample count."""
     settings = _reference_settings(config)
     source = settings["reference_dataset"]
+    if floor:
+        if source:
+            raise ValueError(
+                "the real-image floor is only computed for the bundled photos; set reference_floor=False."
+            )
+        from ..data import BundledPhotoDataset
+
+        return BundledPhotoDataset(
+            settings["resolution"], split="all", num_samples=int(_eval_setting(config, "num_eval_samples")),
+            crops="random", flip=False, seed=settings["reference_seed"] + 1, photo_size=settings["bundled_photo_size"],
+        )  # fmt: skip
     if source:
         from ..data import load_image_dataset
 
@@ -256,12 +270,14 @@ class GeneratorReference:
     inception_mu: np.ndarray | None
     inception_sigma: np.ndarray | None
     description: str
+    floor: dict | None = None
 
     def to_dict(self) -> dict:
         """JSON-able summary for a results file."""
         return {"path": str(self.path), "num_images": self.num_images, "resolution": self.resolution,
                 "num_classes": self.num_classes, "latent_dim": int(self.latent_mu.shape[0]),
-                "fid": self.inception_mu is not None, "description": self.description}  # fmt: skip
+                "fid": self.inception_mu is not None, "description": self.description,
+                "floor": self.floor}  # fmt: skip
 
 
 def _uint8(images: torch.Tensor) -> torch.Tensor:
@@ -318,20 +334,26 @@ def build_reference(
     """Statistics of the held-out images for both metrics, computed once and cached in ``output_dir/reference/``.
 
     Latent statistics come from the tokenizer's quantized latents of the images; Inception statistics from the
-    images (or from ``config["fid_reference"]``, an ``.npz`` such as ADM's ImageNet reference batch). Call it on the
-    main process only.
+    images (or from ``config["fid_reference"]``, an ``.npz`` such as ADM's ImageNet reference batch). With
+    ``config["reference_floor"]`` (default on; bundled photos only) ``floor`` holds the metrics of real images scored
+    like samples (see :func:`reference_images`). Call it on the main process only.
     """
-    from ..models.autoencoder_ifsq import iFSQAutoencoder
-
     settings = _reference_settings(config)
     key_data = {**settings, "tokenizer": _tokenizer_fingerprint(Path(tokenizer_dir))}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(output_dir) / "reference"
     path = folder / f"reference-{key}.npz"
-    if path.is_file():
-        return _load_reference(path)
+    if not path.is_file():
+        _write_reference(config, settings, key_data, Path(tokenizer_dir), path, _device(device))
+    reference = _load_reference(path)
+    if config.get("reference_floor", True):
+        reference.floor = _real_floor(config, settings, key, Path(tokenizer_dir), reference, _device(device))
+    return reference
 
-    device = _device(device)
+
+def _write_reference(config: dict, settings: dict, key_data: dict, tokenizer_dir: Path, path: Path, device) -> None:
+    from ..models.autoencoder_ifsq import iFSQAutoencoder
+
     dataset = reference_images(config)
     vae = iFSQAutoencoder.from_pretrained(tokenizer_dir).to(device).eval()
     extractor = None
@@ -359,11 +381,50 @@ def build_reference(
         arrays["inception_mu"], arrays["inception_sigma"] = _gaussian(torch.cat(acts).numpy())
     meta = {**key_data, "description": description, "num_classes": _num_classes(dataset)}
     arrays["meta"] = np.array(json.dumps(meta))
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".reference-{key}.tmp.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
-    return _load_reference(path)
+
+
+@torch.no_grad()
+def _real_floor(config: dict, settings: dict, key: str, tokenizer_dir: Path, reference, device) -> dict:
+    """The metrics of real images scored like samples (disjoint crops, same counts): ``latent_fd`` and ``fid`` of
+    perfect samples, and ``fid_reconstructed``, the FID of the tokenizer's reconstructions of them (what a generator
+    that matched the latent distribution exactly would get through this decoder). Cached beside the reference."""
+    from ..metrics.fid import frechet_distance
+    from ..models.autoencoder_ifsq import iFSQAutoencoder
+
+    num = int(_eval_setting(config, "num_eval_samples"))
+    num_fid = int(_eval_setting(config, "num_fid_samples") or num)
+    fid = settings["fid"] and reference.inception_mu is not None
+    floor_key = hashlib.sha256(json.dumps([key, num, num_fid, fid]).encode()).hexdigest()[:16]
+    path = reference.path.parent / f"floor-{floor_key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    dataset = reference_images(config, floor=True)
+    vae = iFSQAutoencoder.from_pretrained(tokenizer_dir).to(device).eval()
+    extractor = _inception(device) if fid else None
+    batch_size = int(_eval_setting(config, "eval_batch_size"))
+    latents, real, recon, seen = [], [], [], 0
+    for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        pixels = batch["pixel_values"].to(device)
+        latent = vae.encode(pixels).latent
+        latents.append(latent.flatten(1).double().cpu())
+        if extractor is not None and seen < num_fid:
+            take = num_fid - seen
+            real.append(extractor(_uint8(pixels[:take])).double().cpu())
+            recon.append(extractor(_uint8(vae.decode(latent[:take]).sample)).double().cpu())
+        seen += pixels.shape[0]
+    mu, sigma = _gaussian(torch.cat(latents).numpy())
+    floor = {"num_samples": num, "latent_fd": frechet_distance(mu, sigma, reference.latent_mu, reference.latent_sigma)}
+    if extractor is not None:
+        for name, acts in (("fid", real), ("fid_reconstructed", recon)):
+            mu, sigma = _gaussian(torch.cat(acts).numpy())
+            floor[name] = frechet_distance(mu, sigma, reference.inception_mu, reference.inception_sigma)
+        floor["num_fid_samples"] = num_fid
+    path.write_text(json.dumps(floor, indent=2, sort_keys=True))
+    return floor
 
 
 def _num_classes(dataset) -> int:
