@@ -456,7 +456,9 @@ def _load_reference(path: Path) -> GeneratorReference:
 
 
 def _sampler(kind: str, run_dir: Path, config: dict, device: torch.device):
-    """``(sample(labels, generator) -> (images in [-1, 1], quantized latents), num_classes)``."""
+    """``(sample(labels, generator) -> (images in [-1, 1], quantized latents), num_classes, generator device)``:
+    the DiT pipeline draws its noise on the CPU, LlamaGen samples tokens on the model's device (as
+    ``training.sampling.load_generator`` does)."""
     from ..models.autoencoder_ifsq import iFSQAutoencoder
 
     if kind == "dit":
@@ -478,7 +480,7 @@ def _sampler(kind: str, run_dir: Path, config: dict, device: torch.device):
             snapped = vae.indices_to_latent(vae.quantizer.codes_to_indices(z.clamp(-1.0, 1.0)))
             return images, snapped
 
-        return sample_dit, pipe.transformer.config.num_classes
+        return sample_dit, pipe.transformer.config.num_classes, torch.device("cpu")
 
     from ..models.llamagen import LlamaGenForImageGeneration
 
@@ -495,7 +497,7 @@ def _sampler(kind: str, run_dir: Path, config: dict, device: torch.device):
         latent = vae.indices_to_latent(tokens.reshape(tokens.shape[0], side, side).to(vae.device))
         return vae.decode(latent).sample.float(), latent
 
-    return sample_ar, model.config.num_classes
+    return sample_ar, model.config.num_classes, device
 
 
 def _eval_key(kind: str, run_dir: Path, reference: GeneratorReference, config: dict, seed: int) -> dict:
@@ -546,7 +548,7 @@ def evaluate_generator(
             return saved["metrics"]
 
     device = _device(device)
-    sample, num_classes = _sampler(kind, run_dir, config, device)
+    sample, num_classes, generator_device = _sampler(kind, run_dir, config, device)
     if reference.num_classes and reference.num_classes != num_classes:
         raise ValueError(f"the reference has {reference.num_classes} classes, the {kind} model {num_classes}.")
     extractor = None
@@ -558,7 +560,7 @@ def evaluate_generator(
     latents, fid_images, grid = [], [], []
     for k, start in enumerate(range(0, num_samples, batch_size)):
         batch = labels[start : start + batch_size]
-        generator = torch.Generator(device="cpu").manual_seed(batch_seed(seed, k))
+        generator = torch.Generator(device=generator_device).manual_seed(batch_seed(seed, k))
         images, latent = sample(batch, generator)
         latents.append(latent.flatten(1).double().cpu())
         if extractor is not None and start < num_fid:
