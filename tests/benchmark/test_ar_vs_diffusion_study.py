@@ -106,11 +106,12 @@ def test_reading_follows_the_intervals():
     assert "100 steps: -0.500, 95% CI [-2.000, +1.000], n=3 (no difference detected)" in text
     assert "1.00e+11 FLOPs: +1.500" in text and "(2.00x)" in text
     assert "latent FD 10.000 ± 0.500 after 50 steps -> 5.000 ± 0.500 after 100 (-50%)" in text
-    assert "LlamaGen is ahead at the smallest compared budget, which agrees with the paper's early phase" in text
+    assert "(1.00e+11) LlamaGen is ahead, which agrees with the paper's early phase" in text
+    assert "LlamaGen is ahead at 50 steps and no difference is detected at 100" in text
     assert "At 100 steps FID and latent FD disagree" in text
     results["equal_flops"] = [_diff(100, -1.5, -2.5, -0.5, flops=1e11)]
     text = "\n".join(reading(results))
-    assert "which disagrees with the paper's early phase" in text
+    assert "(1.00e+11) the DiT is ahead, which disagrees with the paper's early phase" in text
     results["seeds"] = [0]
     assert "One seed: no intervals" in "\n".join(reading(results))
 

@@ -330,27 +330,30 @@ def reading(results: dict) -> list[str]:
             out.append(f"{'DiT' if kind == 'dit' else 'LlamaGen'}: latent FD {fmt_summary(first)} after "
                        f"{p0['budget']} steps -> {fmt_summary(last)} after {p1['budget']} ({change:+.0f}%).")  # fmt: skip
     # The paper's claim, as the stored reference records it (abstract and the repo's compute-vs-FID figure).
-    early = [c for c in results["equal_flops"] if c["metric"] == "latent_fd"] or [
-        c for c in results["equal_steps"] if c["metric"] == "latent_fd"
-    ]
-    if early:
-        first, last = _verdict(early[0]), _verdict(early[-1])
+    flops_rows = [c for c in results["equal_flops"] if c["metric"] == "latent_fd"]
+    steps_rows = [c for c in results["equal_steps"] if c["metric"] == "latent_fd"]
+    if flops_rows or steps_rows:
+        who = {"dit": "the DiT is ahead", "llamagen": "LlamaGen is ahead", None: "no difference is detected"}
         claim = ("The paper reports that autoregression converges faster early while diffusion reaches the better "
-                 "final quality (its DiT-L / LlamaGen-L curves cross near 6e18 training FLOPs, FID ~35); this study "
-                 f"spans {curves['dit']['points'][0]['flops']:.1e}-{curves['llamagen']['points'][-1]['flops']:.1e} "
-                 "FLOPs, orders of magnitude before that crossing, where the paper has LlamaGen ahead.")  # fmt: skip
-        if first == "llamagen":
-            claim += (
-                " Here LlamaGen is ahead at the smallest compared budget, which agrees with the paper's early phase"
-            )
-        elif first == "dit":
-            claim += " Here the DiT is ahead already at the smallest compared budget, which disagrees with the paper's early phase"
+                 "final quality, on a training-compute axis (its DiT-L / LlamaGen-L curves cross near 6e18 FLOPs, "
+                 f"FID ~35); this study spans {curves['dit']['points'][0]['flops']:.1e}-"
+                 f"{curves['llamagen']['points'][-1]['flops']:.1e} FLOPs, orders of magnitude before that crossing, "
+                 "where the paper has LlamaGen ahead.")  # fmt: skip
+        if flops_rows:
+            first, last = _verdict(flops_rows[0]), _verdict(flops_rows[-1])
+            agree = {"llamagen": "agrees with", "dit": "disagrees with", None: "neither confirms nor refutes"}[first]
+            claim += (f" At the smallest equal-FLOPs point ({flops_rows[0]['flops']:.2e}) {who[first]}, which "
+                      f"{agree} the paper's early phase")  # fmt: skip
+            if len(flops_rows) > 1:
+                claim += f"; at the largest ({flops_rows[-1]['flops']:.2e}) {who[last]}"
+            claim += "."
         else:
-            claim += " Here no difference is detected at the smallest compared budget"
-        if last != first:
-            who = {"dit": "the DiT is ahead", "llamagen": "LlamaGen is ahead", None: "no difference is detected"}[last]
-            claim += f", and at the largest {who}"
-        out.append(claim + " (latent FD; a tiny-scale curve cannot test the paper's ceiling claim).")
+            claim += " No equal-FLOPs point lies inside both curves' ranges."
+        if steps_rows:
+            first, last = _verdict(steps_rows[0]), _verdict(steps_rows[-1])
+            claim += (f" At equal samples seen (which favours the kind with the costlier step), {who[first]} at "
+                      f"{steps_rows[0]['budget']} steps and {who[last]} at {steps_rows[-1]['budget']}.")  # fmt: skip
+        out.append(claim + " All on latent FD; a curve at this scale cannot test the paper's ceiling claim.")
     floor = results.get("reference", {}).get("floor")
     if floor:
         best = {m: min((p[m]["mean"], k) for k, c in curves.items() for p in c["points"] if m in p)
