@@ -109,6 +109,13 @@ def test_reading_follows_the_intervals():
     assert "(1.00e+11) LlamaGen is ahead, which agrees with the paper's early phase" in text
     assert "LlamaGen is ahead at 50 steps and no difference is detected at 100" in text
     assert "At 100 steps FID and latent FD disagree" in text
+    assert "Calibration" not in text  # no floor in these results
+    results["reference"] = {"floor": {"num_samples": 240, "latent_fd": 0.3, "num_fid_samples": 96, "fid": 80.0,
+                                      "fid_reconstructed": 300.0}}  # fmt: skip
+    curves["dit"]["points"][-1]["fid"] = _summary(320.0)
+    text = "\n".join(reading(results))
+    assert "give latent FD 0.300 (240 images) and FID 80.0" in text and "latent_fd 5.000 (DiT), fid 320.000" in text
+    assert "FID is dominated by the decoder here" in text
     results["equal_flops"] = [_diff(100, -1.5, -2.5, -0.5, flops=1e11)]
     text = "\n".join(reading(results))
     assert "(1.00e+11) the DiT is ahead, which disagrees with the paper's early phase" in text

@@ -367,6 +367,10 @@ def reading(results: dict) -> list[str]:
         line += "; that is what perfect samples would score at these sample counts"
         parts = [f"{m} {v:.3f} ({'DiT' if k == 'dit' else 'LlamaGen'})" for m, (v, k) in best.items()]
         out.append(line + ". The best generator means: " + ", ".join(parts) + ".")
+        if "fid" in floor and "fid" in best and best["fid"][0] <= 1.15 * floor["fid_reconstructed"]:
+            out.append(f"The generators' FID ({best['fid'][0]:.1f} at best) is within 15% of the FID of the "
+                       f"tokenizer's own reconstructions of real images ({floor['fid_reconstructed']:.1f}): FID is "
+                       "dominated by the decoder here and says little about the generators; read the latent FD.")  # fmt: skip
     fid_rows = [c for c in results["equal_steps"] if c["metric"] == "fid"]
     lfd_rows = {c["budget"]: c for c in results["equal_steps"] if c["metric"] == "latent_fd"}
     for c in fid_rows:
