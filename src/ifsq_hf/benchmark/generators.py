@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .common import study_state, train_argv
-from .runner import load_example, train_with_example
+from .runner import train_with_example
 
 __all__ = [
     "GENERATOR_KINDS",
@@ -679,8 +679,3 @@ def training_flops(kind: str, run_dir_or_model, train: dict) -> float:
         loss.backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
-
-
-def examples_script(kind: str, examples_dir: str | Path | None = None):
-    """The example module a generator kind trains with (to parse its arguments, e.g. for defaults)."""
-    return load_example(_check_kind(kind)[0], examples_dir)
