@@ -56,3 +56,35 @@ def test_bin_statistics_from_levels_match_the_quantizer():
         CodebookUsageTracker(100, levels=[5, 5])
     with pytest.raises(ValueError, match="levels"):
         CodebookUsageTracker(4).bin_counts()
+
+
+def test_huge_codebook_is_tracked_sparsely_with_the_dense_answer(monkeypatch):
+    """4 channels x 257 levels (8 bits/dim) is 4.4e9 codes: one counter per code would be 35 GB. The sparse path
+    keeps only the codes seen and gives exactly the statistics of the dense one."""
+    import ifsq_hf.metrics.codebook as codebook
+
+    levels = [257, 257, 257, 257]
+    huge = CodebookUsageTracker(257**4, levels=levels)
+    assert not huge.dense
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 257**4, (3, 5), generator=g) for _ in range(3)]
+    batches.append(batches[0][:2])  # repeated codes accumulate
+    for b in batches:
+        huge.update(b)
+    assert huge.codes.numel() <= 45 and huge.compute()["num_tokens"] == 55
+
+    small_levels = [7, 5, 3]
+    monkeypatch.setattr(codebook, "DENSE_LIMIT", 10)
+    sparse = CodebookUsageTracker(105, levels=small_levels)
+    monkeypatch.setattr(codebook, "DENSE_LIMIT", 2**22)
+    dense = CodebookUsageTracker(105, levels=small_levels)
+    assert not sparse.dense and dense.dense
+    for _ in range(4):
+        idx = torch.randint(0, 105, (17,), generator=g)
+        sparse.update(idx)
+        dense.update(idx)
+    assert sparse.compute() == pytest.approx(dense.compute(), rel=1e-12)
+    for a, b in zip(sparse.bin_counts(), dense.bin_counts()):
+        assert torch.equal(a, b)
+    sparse.reset()
+    assert sparse.codes.numel() == 0

@@ -329,3 +329,20 @@ def test_gradient_checkpointing_all_grads_match():
     assert ref.keys() == got.keys() and len(ref) > 20
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], msg=name)
+
+
+def test_repa_projector_leaves_the_transformer_initialisation_unchanged():
+    """With or without the REPA projector, one seed gives the same transformer and the same global RNG state after
+    construction (a REPA run and its no-REPA baseline differ only by the loss); the projector follows the seed."""
+    states, after = [], []
+    for seed, feature_dim in ((0, None), (0, 16), (1, 16), (0, 16)):
+        torch.manual_seed(seed)
+        model = LightningDiTTransformer2DModel.from_preset("tiny", repa_feature_dim=feature_dim)
+        states.append(model.state_dict())
+        after.append(torch.rand(1))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert torch.equal(after[0], after[1])
+    proj = [k for k in states[1] if k.startswith("repa_projector") and k.endswith("weight")]
+    assert len(proj) == 3
+    for k in proj:
+        assert torch.equal(states[1][k], states[3][k]) and not torch.equal(states[1][k], states[2][k])

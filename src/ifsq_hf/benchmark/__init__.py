@@ -3,6 +3,8 @@ training scripts over several seeds and writes ``report.md``, ``results.json`` a
 
 * :mod:`.bound` -- iFSQ vs FSQ (tanh) vs iFSQ with pre-quantization normalisation, plus alpha measured on the
   real pre-quantization activations of every trained encoder.
+* :mod:`.bits` -- reconstruction vs bits per latent dimension (2..8), at fixed channels and at fixed total bits.
+* :mod:`.repa` -- LlamaGen with REPA over a grid of depths x coefficients against the no-REPA baseline.
 * :mod:`.ar_vs_diffusion` -- DiT (diffusion) vs LlamaGen (autoregressive) on one tokenizer, quality vs training
   samples and FLOPs, evaluated in stages of one resumed run.
 * :mod:`.generators` -- the generator studies' shared tokenizer, training, held-out reference, evaluation, FLOPs.
@@ -18,6 +20,8 @@ Studies are imported lazily by the CLI; this package needs the ``train``, ``metr
 # ``main(args, argv) -> dict``; the CLI imports a module only when its study runs.
 STUDIES: dict[str, tuple[str, str]] = {
     "bound": ("bound", "iFSQ vs FSQ (tanh) vs iFSQ + pre-quant norm; alpha on real activations."),
+    "bits": ("bits", "Reconstruction vs bits per dim (2..8): fixed channels and fixed total bits per position."),
+    "repa": ("repa", "LlamaGen REPA depth x lambda grid against the no-REPA baseline (heat maps)."),
     "ar-vs-diffusion": ("ar_vs_diffusion", "DiT vs LlamaGen on one tokenizer: quality vs training compute."),
 }
 

@@ -10,6 +10,10 @@ import torch
 
 from ..quantization import histogram_stats
 
+# Above this many codes the tracker keeps only the codes that occur (sorted, with counts) instead of one int64
+# counter per code: 4 channels x 257 levels (8 bits/dim) would need 35 GB dense, and N tokens occupy at most N codes.
+DENSE_LIMIT = 2**22
+
 
 class CodebookUsageTracker:
     """Accumulate a histogram of token indices and report code usage, perplexity and entropy.
@@ -32,10 +36,15 @@ class CodebookUsageTracker:
             raise ValueError(f"prod(levels) = {math.prod(levels)} must equal codebook_size = {codebook_size}.")
         self.codebook_size = int(codebook_size)
         self.levels = None if levels is None else [int(level) for level in levels]
-        self.counts = torch.zeros(self.codebook_size, dtype=torch.int64)
+        self.dense = self.codebook_size <= DENSE_LIMIT
+        self.reset()
 
     def reset(self) -> None:
-        self.counts.zero_()
+        if self.dense:
+            self.counts = torch.zeros(self.codebook_size, dtype=torch.int64)
+        else:  # sparse: the sorted codes seen so far and their counts
+            self.codes = torch.zeros(0, dtype=torch.int64)
+            self.counts = torch.zeros(0, dtype=torch.int64)
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor) -> None:
@@ -51,15 +60,29 @@ class CodebookUsageTracker:
                 f"indices must lie in [0, {self.codebook_size}), got values in [{low}, {high}]; pass the right "
                 "codebook_size (model.codebook_size) or global indices of a factorized quantizer."
             )
-        self.counts += torch.bincount(flat, minlength=self.codebook_size)
+        if self.dense:
+            self.counts += torch.bincount(flat, minlength=self.codebook_size)
+            return
+        codes, counts = torch.unique(flat, return_counts=True)
+        merged, inverse = torch.unique(torch.cat([self.codes, codes]), return_inverse=True)
+        total = torch.zeros(merged.numel(), dtype=torch.int64)
+        total.scatter_add_(0, inverse, torch.cat([self.counts, counts]))
+        self.codes, self.counts = merged, total
 
     def bin_counts(self) -> list[torch.Tensor]:
         """Histogram of each channel's ``L`` bins (needs ``levels``): the marginals of the code histogram."""
         if self.levels is None:
             raise ValueError("bin statistics need the quantizer's levels: CodebookUsageTracker(size, levels=...).")
-        joint = self.counts.view(self.levels[::-1])  # channel 0 is the least significant digit, i.e. the last axis
-        axes = range(joint.ndim)
-        return [joint.sum([a for a in axes if a != joint.ndim - 1 - c]) for c in range(len(self.levels))]
+        if self.dense:
+            joint = self.counts.view(self.levels[::-1])  # channel 0 is the least significant digit: the last axis
+            axes = range(joint.ndim)
+            return [joint.sum([a for a in axes if a != joint.ndim - 1 - c]) for c in range(len(self.levels))]
+        out, stride = [], 1
+        for level in self.levels:  # mixed-radix digits of the codes that occur, weighted by their counts
+            digit = torch.div(self.codes, stride, rounding_mode="floor") % level
+            out.append(torch.zeros(level, dtype=torch.int64).scatter_add_(0, digit, self.counts))
+            stride *= level
+        return out
 
     def compute(self) -> dict[str, float]:
         """``usage`` (fraction of codes seen), ``perplexity`` (2**entropy), ``entropy`` (bits), ``entropy_efficiency``

@@ -343,13 +343,14 @@ class LightningDiTTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, use_rmsnorm, norm_eps)
         self.repa_projector = None
         if repa_feature_dim is not None:
-            self.repa_projector = nn.Sequential(
-                nn.Linear(hidden_size, repa_hidden_dim),
-                nn.SiLU(),
-                nn.Linear(repa_hidden_dim, repa_hidden_dim),
-                nn.SiLU(),
-                nn.Linear(repa_hidden_dim, repa_feature_dim),
-            )
+            with torch.random.fork_rng(devices=[]):  # see _init_repa_projector
+                self.repa_projector = nn.Sequential(
+                    nn.Linear(hidden_size, repa_hidden_dim),
+                    nn.SiLU(),
+                    nn.Linear(repa_hidden_dim, repa_hidden_dim),
+                    nn.SiLU(),
+                    nn.Linear(repa_hidden_dim, repa_feature_dim),
+                )
         grid = sample_size // patch_size
         # Fixed tables, recomputed from the config instead of stored (not in the state dict).
         self._grid = grid
@@ -379,8 +380,9 @@ class LightningDiTTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         return cls(**config)
 
     def _init_weights(self) -> None:
+        projector = set() if self.repa_projector is None else set(self.repa_projector.modules())
         for module in self.modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear) and module not in projector:
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         w = self.x_embedder.proj.weight
@@ -396,6 +398,21 @@ class LightningDiTTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
+        self._init_repa_projector()
+
+    def _init_repa_projector(self) -> None:
+        """Xavier init of the projector from its own generator, seeded from the global seed (``torch.initial_seed()``,
+        set by ``set_seed``): with or without REPA, the same seed gives the same transformer and leaves the global
+        RNG in the same state, so a no-REPA baseline and a REPA run differ only by the REPA loss."""
+        if self.repa_projector is None:
+            return
+        for offset, module in enumerate((m for m in self.repa_projector if isinstance(m, nn.Linear)), start=1):
+            generator = None
+            if module.weight.device.type != "meta":
+                seed = (torch.initial_seed() + 7919 * offset) % 2**63
+                generator = torch.Generator(device=module.weight.device).manual_seed(seed)
+            nn.init.xavier_uniform_(module.weight, generator=generator)
+            nn.init.zeros_(module.bias)
 
     # ------------------------------------------------------------------ helpers
     def _tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype):

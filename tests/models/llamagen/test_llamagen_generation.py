@@ -110,8 +110,10 @@ def test_return_dict_scores_logits_hidden_states_attentions(model):
     assert len(out.hidden_states) == n and len(out.hidden_states[0]) == model.config.num_hidden_layers + 1
     assert out.hidden_states[0][0].shape == (4, 1, 32)
     assert len(out.attentions[2]) == model.config.num_hidden_layers
-    weights = out.attentions[2][0]  # step 2: query position 2, static cache of 16 slots
-    assert weights.shape == (4, 2, 1, 16)
+    # Step 2: query position 2 over the static cache's slots (at least the 4 needed here; a larger cache that an
+    # earlier call on this model preallocated is reused, so the exact count depends on what ran before).
+    weights = out.attentions[2][0]
+    assert weights.shape[:3] == (4, 2, 1) and weights.shape[-1] >= n
     torch.testing.assert_close(weights.sum(-1), torch.ones(4, 2, 1))
     assert float(weights[..., 3:].abs().max()) == 0.0  # future slots are masked
     assert out.past_key_values is not None

@@ -310,13 +310,22 @@ class LlamaGenPreTrainedModel(PreTrainedModel):
             if getattr(module, "_llamagen_zero_init", False):
                 init.zeros_(module.weight)
             else:
-                init.normal_(module.weight, mean=0.0, std=std)
+                init.normal_(module.weight, mean=0.0, std=std, generator=_own_generator(module))
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, LlamaGenRMSNorm):
             init.ones_(module.weight)
+
+
+def _own_generator(module: nn.Module) -> torch.Generator | None:
+    """A generator for a module that must not consume the global RNG (the REPA projector), seeded from the global
+    seed (``torch.initial_seed()``, set by ``set_seed``) so it still follows the run's seed; ``None`` otherwise."""
+    offset = getattr(module, "_llamagen_rng_offset", None)
+    if offset is None or module.weight.device.type == "meta":
+        return None
+    return torch.Generator(device=module.weight.device).manual_seed((torch.initial_seed() + 7919 * offset) % 2**63)
 
 
 def _drop_path_rates(rate: float, n: int) -> list[float]:
@@ -356,13 +365,20 @@ class LlamaGenModel(LlamaGenPreTrainedModel):
         self.norm = LlamaGenRMSNorm(config.hidden_size, config.rms_norm_eps)
         if config.repa_feature_dim:
             d = config.repa_projector_dim
-            self.repa_projector = nn.Sequential(
-                nn.Linear(config.hidden_size, d),
-                nn.SiLU(),
-                nn.Linear(d, d),
-                nn.SiLU(),
-                nn.Linear(d, config.repa_feature_dim),
-            )
+            # The projector draws from its own generators (construction here, init in _init_weights), so turning
+            # REPA on or off leaves the trunk's initialisation for a given seed unchanged: a no-REPA baseline and
+            # a REPA run with the same seed start from the same network.
+            with torch.random.fork_rng(devices=[]):
+                self.repa_projector = nn.Sequential(
+                    nn.Linear(config.hidden_size, d),
+                    nn.SiLU(),
+                    nn.Linear(d, d),
+                    nn.SiLU(),
+                    nn.Linear(d, config.repa_feature_dim),
+                )
+            linears = [m for m in self.repa_projector if isinstance(m, nn.Linear)]
+            for offset, linear in enumerate(linears, start=1):
+                linear._llamagen_rng_offset = offset
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.post_init()
 
