@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .common import study_state, train_argv
-from .runner import load_example, train_with_example
+from .runner import train_with_example
 
 __all__ = [
     "GENERATOR_KINDS",
@@ -42,6 +42,7 @@ __all__ = [
     "build_reference",
     "evaluate_generator",
     "generator_is_complete",
+    "load_generator_model",
     "prepare_tokenizer",
     "reference_images",
     "train_generator",
@@ -60,6 +61,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "num_eval_samples": 240,
     "eval_batch_size": 48,
     "fid": True,
+    "num_fid_samples": None,  # FID on the first N samples (None: all); the latent FD always uses all
     "dit_sampling": {"num_inference_steps": 50, "guidance_scale": 1.0, "timestep_shift": 1.0},
     "llamagen_sampling": {"guidance_scale": 1.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0},
 }
@@ -215,12 +217,26 @@ def _reference_settings(config: dict) -> dict:
     }
 
 
-def reference_images(config: dict) -> torch.utils.data.Dataset:
+def reference_images(config: dict, floor: bool = False) -> torch.utils.data.Dataset:
     """The held-out images: ``config["reference_dataset"]`` (``{"dataset_name", "split"}``, center crops) if set,
     else random crops of the 12 bundled photos with ``reference_seed`` (no training run draws crops with it; the
-    crop index cycles through the photos, so the classes are balanced)."""
+    crop index cycles through the photos, so the classes are balanced).
+
+    ``floor=True``: a second, disjoint set of ``num_eval_samples`` real images (bundled: seed ``reference_seed + 1``)
+    scored like generated samples, which gives the metrics' value for perfect samples at this sample count."""
     settings = _reference_settings(config)
     source = settings["reference_dataset"]
+    if floor:
+        if source:
+            raise ValueError(
+                "the real-image floor is only computed for the bundled photos; set reference_floor=False."
+            )
+        from ..data import BundledPhotoDataset
+
+        return BundledPhotoDataset(
+            settings["resolution"], split="all", num_samples=int(_eval_setting(config, "num_eval_samples")),
+            crops="random", flip=False, seed=settings["reference_seed"] + 1, photo_size=settings["bundled_photo_size"],
+        )  # fmt: skip
     if source:
         from ..data import load_image_dataset
 
@@ -254,12 +270,14 @@ class GeneratorReference:
     inception_mu: np.ndarray | None
     inception_sigma: np.ndarray | None
     description: str
+    floor: dict | None = None
 
     def to_dict(self) -> dict:
         """JSON-able summary for a results file."""
         return {"path": str(self.path), "num_images": self.num_images, "resolution": self.resolution,
                 "num_classes": self.num_classes, "latent_dim": int(self.latent_mu.shape[0]),
-                "fid": self.inception_mu is not None, "description": self.description}  # fmt: skip
+                "fid": self.inception_mu is not None, "description": self.description,
+                "floor": self.floor}  # fmt: skip
 
 
 def _uint8(images: torch.Tensor) -> torch.Tensor:
@@ -292,6 +310,19 @@ def _device(device: torch.device | str | None) -> torch.device:
     return torch.device(device) if device is not None else study_state().device
 
 
+_INCEPTION: dict[str, torch.nn.Module] = {}
+
+
+def _inception(device: torch.device) -> torch.nn.Module:
+    """One FID InceptionV3 per device and process: the TorchScript network re-optimises itself on its first calls,
+    which costs more than a CPU evaluation of a few hundred images, so a study keeps it."""
+    if str(device) not in _INCEPTION:
+        from ..metrics.fid import InceptionV3FeatureExtractor
+
+        _INCEPTION[str(device)] = InceptionV3FeatureExtractor().to(device)
+    return _INCEPTION[str(device)]
+
+
 @torch.no_grad()
 def build_reference(
     config: dict,
@@ -303,27 +334,31 @@ def build_reference(
     """Statistics of the held-out images for both metrics, computed once and cached in ``output_dir/reference/``.
 
     Latent statistics come from the tokenizer's quantized latents of the images; Inception statistics from the
-    images (or from ``config["fid_reference"]``, an ``.npz`` such as ADM's ImageNet reference batch). Call it on the
-    main process only.
+    images (or from ``config["fid_reference"]``, an ``.npz`` such as ADM's ImageNet reference batch). With
+    ``config["reference_floor"]`` (default on; bundled photos only) ``floor`` holds the metrics of real images scored
+    like samples (see :func:`reference_images`). Call it on the main process only.
     """
-    from ..models.autoencoder_ifsq import iFSQAutoencoder
-
     settings = _reference_settings(config)
     key_data = {**settings, "tokenizer": _tokenizer_fingerprint(Path(tokenizer_dir))}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(output_dir) / "reference"
     path = folder / f"reference-{key}.npz"
-    if path.is_file():
-        return _load_reference(path)
+    if not path.is_file():
+        _write_reference(config, settings, key_data, Path(tokenizer_dir), path, _device(device))
+    reference = _load_reference(path)
+    if config.get("reference_floor", True):
+        reference.floor = _real_floor(config, settings, key, Path(tokenizer_dir), reference, _device(device))
+    return reference
 
-    device = _device(device)
+
+def _write_reference(config: dict, settings: dict, key_data: dict, tokenizer_dir: Path, path: Path, device) -> None:
+    from ..models.autoencoder_ifsq import iFSQAutoencoder
+
     dataset = reference_images(config)
     vae = iFSQAutoencoder.from_pretrained(tokenizer_dir).to(device).eval()
     extractor = None
     if settings["fid"] and not settings["fid_reference"]:
-        from ..metrics.fid import InceptionV3FeatureExtractor
-
-        extractor = InceptionV3FeatureExtractor().to(device)
+        extractor = _inception(device)
     batch_size = int(_eval_setting(config, "eval_batch_size"))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     latents, acts, labels = [], [], []
@@ -346,11 +381,50 @@ def build_reference(
         arrays["inception_mu"], arrays["inception_sigma"] = _gaussian(torch.cat(acts).numpy())
     meta = {**key_data, "description": description, "num_classes": _num_classes(dataset)}
     arrays["meta"] = np.array(json.dumps(meta))
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".reference-{key}.tmp.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
-    return _load_reference(path)
+
+
+@torch.no_grad()
+def _real_floor(config: dict, settings: dict, key: str, tokenizer_dir: Path, reference, device) -> dict:
+    """The metrics of real images scored like samples (disjoint crops, same counts): ``latent_fd`` and ``fid`` of
+    perfect samples, and ``fid_reconstructed``, the FID of the tokenizer's reconstructions of them (what a generator
+    that matched the latent distribution exactly would get through this decoder). Cached beside the reference."""
+    from ..metrics.fid import frechet_distance
+    from ..models.autoencoder_ifsq import iFSQAutoencoder
+
+    num = int(_eval_setting(config, "num_eval_samples"))
+    num_fid = int(_eval_setting(config, "num_fid_samples") or num)
+    fid = settings["fid"] and reference.inception_mu is not None
+    floor_key = hashlib.sha256(json.dumps([key, num, num_fid, fid]).encode()).hexdigest()[:16]
+    path = reference.path.parent / f"floor-{floor_key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    dataset = reference_images(config, floor=True)
+    vae = iFSQAutoencoder.from_pretrained(tokenizer_dir).to(device).eval()
+    extractor = _inception(device) if fid else None
+    batch_size = int(_eval_setting(config, "eval_batch_size"))
+    latents, real, recon, seen = [], [], [], 0
+    for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        pixels = batch["pixel_values"].to(device)
+        latent = vae.encode(pixels).latent
+        latents.append(latent.flatten(1).double().cpu())
+        if extractor is not None and seen < num_fid:
+            take = num_fid - seen
+            real.append(extractor(_uint8(pixels[:take])).double().cpu())
+            recon.append(extractor(_uint8(vae.decode(latent[:take]).sample)).double().cpu())
+        seen += pixels.shape[0]
+    mu, sigma = _gaussian(torch.cat(latents).numpy())
+    floor = {"num_samples": num, "latent_fd": frechet_distance(mu, sigma, reference.latent_mu, reference.latent_sigma)}
+    if extractor is not None:
+        for name, acts in (("fid", real), ("fid_reconstructed", recon)):
+            mu, sigma = _gaussian(torch.cat(acts).numpy())
+            floor[name] = frechet_distance(mu, sigma, reference.inception_mu, reference.inception_sigma)
+        floor["num_fid_samples"] = num_fid
+    path.write_text(json.dumps(floor, indent=2, sort_keys=True))
+    return floor
 
 
 def _num_classes(dataset) -> int:
@@ -382,7 +456,9 @@ def _load_reference(path: Path) -> GeneratorReference:
 
 
 def _sampler(kind: str, run_dir: Path, config: dict, device: torch.device):
-    """``(sample(labels, generator) -> (images in [-1, 1], quantized latents), num_classes)``."""
+    """``(sample(labels, generator) -> (images in [-1, 1], quantized latents), num_classes, generator device)``:
+    the DiT pipeline draws its noise on the CPU, LlamaGen samples tokens on the model's device (as
+    ``training.sampling.load_generator`` does)."""
     from ..models.autoencoder_ifsq import iFSQAutoencoder
 
     if kind == "dit":
@@ -404,7 +480,7 @@ def _sampler(kind: str, run_dir: Path, config: dict, device: torch.device):
             snapped = vae.indices_to_latent(vae.quantizer.codes_to_indices(z.clamp(-1.0, 1.0)))
             return images, snapped
 
-        return sample_dit, pipe.transformer.config.num_classes
+        return sample_dit, pipe.transformer.config.num_classes, torch.device("cpu")
 
     from ..models.llamagen import LlamaGenForImageGeneration
 
@@ -421,11 +497,11 @@ def _sampler(kind: str, run_dir: Path, config: dict, device: torch.device):
         latent = vae.indices_to_latent(tokens.reshape(tokens.shape[0], side, side).to(vae.device))
         return vae.decode(latent).sample.float(), latent
 
-    return sample_ar, model.config.num_classes
+    return sample_ar, model.config.num_classes, device
 
 
 def _eval_key(kind: str, run_dir: Path, reference: GeneratorReference, config: dict, seed: int) -> dict:
-    keys = ("num_eval_samples", "eval_batch_size", "fid", f"{kind}_sampling")
+    keys = ("num_eval_samples", "eval_batch_size", "fid", "num_fid_samples", f"{kind}_sampling")
     return {"kind": kind, "reference": reference.path.name, "seed": int(seed),
             **{k: _eval_setting(config, k) for k in keys}}  # fmt: skip
 
@@ -444,7 +520,8 @@ def evaluate_generator(
     """Sample ``config["num_eval_samples"]`` images, class-balanced, from the saved model and score them.
 
     Labels cycle through the classes; batch ``k`` draws its noise from ``batch_seed(seed, k)``, so a rerun gives the
-    same samples. Returns ``{"latent_fd", "fid" (when on), "num_samples", "num_classes"}`` and saves the first
+    same samples. Returns ``{"latent_fd", "fid" and "num_fid_samples" (when ``config["fid"]``), "num_samples",
+    "num_classes"}``; FID uses the first ``config["num_fid_samples"]`` samples (all by default). Saves the first
     samples as ``bench_samples.png``; the result is cached in ``run_dir/bench_eval.json`` keyed by the settings.
     """
     from ..metrics.fid import frechet_distance
@@ -457,8 +534,12 @@ def evaluate_generator(
         raise ValueError(f"{run_dir} holds no finished {kind} run; train it first.")
     num_samples = int(_eval_setting(config, "num_eval_samples"))
     batch_size = int(_eval_setting(config, "eval_batch_size"))
-    if num_samples < 2 or batch_size < 1:
-        raise ValueError(f"num_eval_samples must be >= 2 and eval_batch_size >= 1, got {num_samples}, {batch_size}.")
+    num_fid = int(_eval_setting(config, "num_fid_samples") or num_samples)
+    if num_samples < 2 or batch_size < 1 or not 2 <= num_fid <= num_samples:
+        raise ValueError(
+            f"need num_eval_samples >= 2, eval_batch_size >= 1 and 2 <= num_fid_samples <= num_eval_samples, got "
+            f"{num_samples}, {batch_size}, {num_fid}."
+        )
     key = _eval_key(kind, run_dir, reference, config, seed)
     cached = run_dir / EVAL_FILE
     if cache and cached.is_file():
@@ -467,25 +548,23 @@ def evaluate_generator(
             return saved["metrics"]
 
     device = _device(device)
-    sample, num_classes = _sampler(kind, run_dir, config, device)
+    sample, num_classes, generator_device = _sampler(kind, run_dir, config, device)
     if reference.num_classes and reference.num_classes != num_classes:
         raise ValueError(f"the reference has {reference.num_classes} classes, the {kind} model {num_classes}.")
     extractor = None
     if key["fid"]:
         if reference.inception_mu is None:
             raise ValueError("FID is on but the reference holds no Inception statistics; rebuild it with fid=True.")
-        from ..metrics.fid import InceptionV3FeatureExtractor
-
-        extractor = InceptionV3FeatureExtractor().to(device)
+        extractor = _inception(device)
     labels = [i % num_classes for i in range(num_samples)]
-    latents, acts, grid = [], [], []
+    latents, fid_images, grid = [], [], []
     for k, start in enumerate(range(0, num_samples, batch_size)):
         batch = labels[start : start + batch_size]
-        generator = torch.Generator(device="cpu").manual_seed(batch_seed(seed, k))
+        generator = torch.Generator(device=generator_device).manual_seed(batch_seed(seed, k))
         images, latent = sample(batch, generator)
         latents.append(latent.flatten(1).double().cpu())
-        if extractor is not None:
-            acts.append(extractor(_uint8(images)).double().cpu())
+        if extractor is not None and start < num_fid:
+            fid_images.append(_uint8(images[: num_fid - start]).cpu())
         if start < 2 * num_classes:
             grid.append(((images.clamp(-1, 1) + 1) / 2).cpu())
     mu, sigma = _gaussian(torch.cat(latents).numpy())
@@ -495,7 +574,10 @@ def evaluate_generator(
         "num_classes": num_classes,
     }
     if extractor is not None:
+        images = torch.cat(fid_images)
+        acts = [extractor(images[i : i + batch_size].to(device)).double().cpu() for i in range(0, num_fid, batch_size)]
         mu, sigma = _gaussian(torch.cat(acts).numpy())
+        metrics["num_fid_samples"] = num_fid
         metrics["fid"] = frechet_distance(mu, sigma, reference.inception_mu, reference.inception_sigma)
     shown = torch.cat(grid)[: 2 * num_classes] if num_classes <= 16 else torch.cat(grid)[:16]
     make_image_grid(shown, nrow=min(num_classes, 16)).save(run_dir / "bench_samples.png")
@@ -509,7 +591,8 @@ def evaluate_generator(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _load_model(kind: str, run_dir_or_model) -> torch.nn.Module:
+def load_generator_model(kind: str, run_dir_or_model) -> torch.nn.Module:
+    """The trained network of a saved run (the DiT transformer, or LlamaGen), or ``run_dir_or_model`` if a module."""
     if isinstance(run_dir_or_model, torch.nn.Module):
         return run_dir_or_model
     path = Path(run_dir_or_model)
@@ -562,7 +645,7 @@ def training_flops(kind: str, run_dir_or_model, train: dict) -> float:
         raise ValueError(
             f"train_batch_size must be >= 1 to count training FLOPs, got {train.get('train_batch_size')}."
         )
-    model = _load_model(kind, run_dir_or_model).train()
+    model = load_generator_model(kind, run_dir_or_model).train()
     gen = torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
     with FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops()) as counter:
@@ -596,8 +679,3 @@ def training_flops(kind: str, run_dir_or_model, train: dict) -> float:
         loss.backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
-
-
-def examples_script(kind: str, examples_dir: str | Path | None = None):
-    """The example module a generator kind trains with (to parse its arguments, e.g. for defaults)."""
-    return load_example(_check_kind(kind)[0], examples_dir)
