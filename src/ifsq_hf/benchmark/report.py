@@ -15,7 +15,7 @@ import torch
 
 from ..utils.import_utils import require
 
-__all__ = ["environment", "markdown_table", "pyplot", "write_results"]
+__all__ = ["environment", "markdown_table", "pyplot", "run_section", "write_results"]
 
 PACKAGES = ("ifsq-hf", "torch", "diffusers", "transformers", "accelerate", "numpy", "scipy", "matplotlib")
 
@@ -51,6 +51,29 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def run_section(
+    results: dict,
+    seeds_note: str,
+    extra: list[str] = (),
+    time_note: str = "sum over runs of training + evaluation, as measured when each run was trained",
+) -> list[str]:
+    """The report's ``## Run`` section: the exact command, preset, seeds, the study's own lines (``extra``), threads,
+    platform, package versions and time -- everything a rerun has to match."""
+    env, timing = results["environment"], results["timing"]
+    return [
+        "## Run",
+        "",
+        f"- command: `{env['command']}`",
+        f"- preset: `{results['preset']}`",
+        f"- seeds: {results['seeds']} ({seeds_note})",
+        *extra,
+        f"- torch threads: {env['torch_threads']}; python {env['python']}; {env['platform']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
+        f"- time: {timing['total_wall_s']:.0f} s wall, {timing['total_cpu_s']:.0f} s CPU ({time_note})",
+        "",
+    ]
 
 
 def write_results(output_dir: str | Path, results: dict, report: str) -> tuple[Path, Path]:
