@@ -354,6 +354,10 @@ def reading(results: dict) -> list[str]:
                 f"{' (' + ', '.join(better) + ')' if better else ''}, {len(worse)} are worse"
                 f"{' (' + ', '.join(worse) + ')' if worse else ''}, and {len(cells) - len(better) - len(worse)} "
                 "are not distinguishable from it at this scale.")  # fmt: skip
+        if better or worse:
+            line += (f" With {len(cells)} intervals at 95%, about {len(cells) / 20:.1f} exclude 0 by chance alone "
+                     "even with no effect, so a lone detected cell is a hint to re-test with more seeds, not a "
+                     "finding.")  # fmt: skip
         out.append(line)
         best = results["best"][m]
         b = cells[best["cell"]]
