@@ -104,8 +104,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dataset_name": "ILSVRC/imagenet-1k", "resolution": 256, "train_batch_size": 32,
             "max_train_steps": 100_000, "learning_rate": 1e-4, "perceptual_weight": 1.0, "perceptual_net": "vgg",
             "disc_start": 50_000, "disc_weight": 0.5, "lpips_net": "alex",
-            # No in-training validation: the script's evaluate_tokenizer keeps one int64 count per code (2 GB at
-            # 12x2 bits, 35 GB at 4x8 bits); the study's own evaluation (evaluate_run) counts bins per channel.
+            # No in-training validation: the study evaluates every run itself at the end (evaluate_run), so the
+            # periodic passes would only cost time.
             "validation_steps": 0, "checkpointing_steps": 5_000, "checkpoints_total_limit": 2,
             "mixed_precision": "bf16", "dataloader_num_workers": 8, "report_to": "tensorboard", "random_flip": True,
         },
@@ -197,9 +197,10 @@ def _model_config(config: dict, bound: str, channels: int, bits: int) -> dict:
 def evaluate_run(run_dir: Path, config: dict, args: argparse.Namespace, device: torch.device | str = "cpu") -> dict:
     """Held-out PSNR, SSIM, LPIPS and per-channel bin statistics of one trained tokenizer.
 
-    Not :func:`ifsq_hf.evaluation.evaluate_tokenizer` (which ``bound`` uses): its codebook tracker holds one int64
-    count per code, 35 GB for 4 channels × 257 levels. The bins are counted per channel here, and the code
-    statistics only over the codes that occur.
+    Not :func:`ifsq_hf.evaluation.evaluate_tokenizer` (which ``bound`` uses): when this study was written its
+    codebook tracker held one int64 count per code, 35 GB for 4 channels × 257 levels (it now counts only the codes
+    that occur above 4M codes). The bins are counted per channel here, and the code statistics only over the codes
+    that occur.
     """
     from ..metrics import LPIPS, ReconstructionMetrics
     from ..training.image_data import build_image_dataset, make_dataloader_from_args
