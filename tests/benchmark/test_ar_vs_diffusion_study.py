@@ -8,21 +8,18 @@ import pytest
 
 from ifsq_hf.benchmark.ar_vs_diffusion import PRESETS, interpolate_log, load_preset, reading
 from ifsq_hf.cli import main
+from study_testing import results_subset, run_twice, tiny_args
 
-ARGS = ["benchmark", "ar-vs-diffusion", "--preset", "tiny", "--seeds", "0", "1", "--num_threads", "1"]
+ARGS = tiny_args("ar-vs-diffusion")
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    out = [tmp_path_factory.mktemp("arvd") / name for name in ("first", "second")]
-    for path in out:
-        assert main([*ARGS, "--output_dir", str(path)]) == 0
-    return out
+    return run_twice(tmp_path_factory, ARGS, "arvd")
 
 
 def numbers(path) -> dict:
-    results = json.loads((path / "results.json").read_text())
-    return {k: results[k] for k in ("curves", "equal_steps", "equal_flops", "runs", "seeds", "config", "reading")}
+    return results_subset(path, ("curves", "equal_steps", "equal_flops", "runs", "seeds", "config", "reading"))
 
 
 @pytest.mark.slow

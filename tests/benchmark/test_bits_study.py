@@ -4,31 +4,24 @@ generated reading on synthetic numbers."""
 
 import copy
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ifsq_hf.benchmark.bits import PRESETS, _aggregate, _curvature, load_preset, reading, settings
 from ifsq_hf.cli import main
+from study_testing import launch_two_processes, results_subset, run_twice, tiny_args
 
-ARGS = ["benchmark", "bits", "--preset", "tiny", "--seeds", "0", "1", "--num_threads", "1"]
+ARGS = tiny_args("bits")
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    out = [tmp_path_factory.mktemp("bits") / name for name in ("first", "second")]
-    for path in out:
-        assert main([*ARGS, "--output_dir", str(path)]) == 0
-    return out
+    return run_twice(tmp_path_factory, ARGS, "bits")
 
 
 def numbers(path) -> dict:
-    results = json.loads((path / "results.json").read_text())
-    return {key: results[key] for key in ("settings", "comparisons", "runs", "seeds", "config", "sweeps")}
+    return results_subset(path, ("settings", "comparisons", "runs", "seeds", "config", "sweeps"))
 
 
 @pytest.mark.slow
@@ -184,19 +177,8 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     config = {**copy.deepcopy(PRESETS["tiny"]), "fixed_channels": {"latent_channels": 4, "bits": [2, 4]},
               "fixed_total": {"total_bits": 8, "bits": [4]}}  # fmt: skip
     (tmp_path / "bits.json").write_text(json.dumps(config))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), "-m", "ifsq_hf.cli", "benchmark", "bits", "--config", str(tmp_path / "bits.json"), "--seeds",
-           "0", "1", "--output_dir", str(tmp_path / "out")]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "DistributedType.MULTI_CPU" in proc.stderr and proc.stdout.count("wrote") == 1
+    config_file, out = str(tmp_path / "bits.json"), str(tmp_path / "out")
+    launch_two_processes(["benchmark", "bits", "--config", config_file, "--seeds", "0", "1", "--output_dir", out])
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(results["settings"]) == {"ifsq-c4b2", "ifsq-c4b4", "ifsq-c2b4"} and results["seeds"] == [0, 1]
 

@@ -2,31 +2,24 @@
 seeds, report/results/plots written, identical numbers on a rerun with the same seeds, resume, bad input."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ifsq_hf.benchmark.bound import PRESETS, load_preset, reading
 from ifsq_hf.cli import main
+from study_testing import launch_two_processes, results_subset, run_twice, tiny_args
 
-ARGS = ["benchmark", "bound", "--preset", "tiny", "--seeds", "0", "1", "--num_threads", "1"]
+ARGS = tiny_args("bound")
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    out = [tmp_path_factory.mktemp("bound") / name for name in ("first", "second")]
-    for path in out:
-        assert main([*ARGS, "--output_dir", str(path)]) == 0
-    return out
+    return run_twice(tmp_path_factory, ARGS, "bound")
 
 
 def numbers(path) -> dict:
-    results = json.loads((path / "results.json").read_text())
-    return {key: results[key] for key in ("arms", "comparisons", "runs", "seeds", "config")}
+    return results_subset(path, ("arms", "comparisons", "runs", "seeds", "config"))
 
 
 @pytest.mark.slow
@@ -112,17 +105,6 @@ def test_dump_config_and_bad_input(tmp_path, capsys):
 @pytest.mark.slow
 def test_two_processes_with_accelerate_launch(tmp_path):
     """One `accelerate launch` drives every run on both processes (DDP); the main process alone writes the report."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), "-m", "ifsq_hf.cli", *ARGS[:-2], "--arms", "ifsq", "fsq", "--output_dir", str(tmp_path)]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "DistributedType.MULTI_CPU" in proc.stderr and proc.stdout.count("wrote") == 1
+    launch_two_processes([*ARGS[:-2], "--arms", "ifsq", "fsq", "--output_dir", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["arms"]) == {"ifsq", "fsq"} and results["seeds"] == [0, 1]
