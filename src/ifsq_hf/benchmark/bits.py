@@ -32,6 +32,7 @@ from ..models.autoencoder_ifsq import PRESETS as MODEL_PRESETS
 from ..models.autoencoder_ifsq import iFSQAutoencoder
 from ..quantization import levels_from_bits, per_dim_bin_histogram, utilization_stats
 from .common import (
+    TOKENIZER_TRAIN,
     add_study_args,
     fmt_summary,
     load_study_config,
@@ -79,15 +80,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fixed_channels": {"latent_channels": 4, "bits": [2, 3, 4, 5, 6, 7, 8]},
         "fixed_total": {"total_bits": 24, "bits": [2, 3, 4, 6, 8]},
         "bounds": ["ifsq"],
-        "train": {
-            "resolution": 32, "train_batch_size": 16, "max_train_steps": 300, "num_bundled_samples": 4096,
-            "learning_rate": 5e-4, "lr_warmup_steps": 20, "perceptual_weight": 0.5, "perceptual_net": "alex",
-            "disc_start": 10**9, "lpips_net": "none", "validation_steps": 0, "checkpointing_steps": 100,
-            "checkpoints_total_limit": 1, "report_to": "none", "random_flip": True, "bundled_photo_size": 128,
-            # No EMA: at a few hundred steps a 0.999 average is still mostly the initialisation. Logging computes
-            # code histograms (up to 2**26 counts for the large codebooks), so not every 10 steps.
-            "no-use_ema": True, "logging_steps": 50,
-        },
+        # The bound study's recipe with half the steps. Logging computes code histograms (up to 2**26 counts for
+        # the large codebooks), so not every 10 steps.
+        "train": {**TOKENIZER_TRAIN["cpu"], "max_train_steps": 300, "checkpointing_steps": 100, "logging_steps": 50},
         "eval_split": "test", "num_eval_images": 64, "lpips_net": "alex",
         # One thread: on a busy 2-core box two threads spin against each other (measured 6x more CPU per step).
         "num_threads": 1,
@@ -100,14 +95,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fixed_channels": {"latent_channels": 4, "bits": [2, 3, 4, 5, 6, 7, 8]},
         "fixed_total": {"total_bits": 24, "bits": [2, 3, 4, 6, 8]},
         "bounds": ["ifsq"],
+        # No in-training validation: the study evaluates every run itself at the end (evaluate_run), so the
+        # periodic passes would only cost time.
         "train": {
-            "dataset_name": "ILSVRC/imagenet-1k", "resolution": 256, "train_batch_size": 32,
-            "max_train_steps": 100_000, "learning_rate": 1e-4, "perceptual_weight": 1.0, "perceptual_net": "vgg",
-            "disc_start": 50_000, "disc_weight": 0.5, "lpips_net": "alex",
-            # No in-training validation: the study evaluates every run itself at the end (evaluate_run), so the
-            # periodic passes would only cost time.
-            "validation_steps": 0, "checkpointing_steps": 5_000, "checkpoints_total_limit": 2,
-            "mixed_precision": "bf16", "dataloader_num_workers": 8, "report_to": "tensorboard", "random_flip": True,
+            **{k: v for k, v in TOKENIZER_TRAIN["imagenet"].items() if k != "num_validation_images"},
+            "validation_steps": 0,
         },
         "eval_split": "validation", "num_eval_images": 10_000, "lpips_net": "alex",
     },

@@ -32,6 +32,7 @@ from ..evaluation import evaluate_tokenizer
 from ..models.autoencoder_ifsq import PRESETS as MODEL_PRESETS
 from ..models.autoencoder_ifsq import iFSQAutoencoder
 from .common import (
+    TOKENIZER_TRAIN,
     add_study_args,
     fmt_summary,
     load_study_config,
@@ -89,29 +90,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The 2-core CPU study (<= 20 min for 3 seeds x 3 arms on an idle box; see docs/benchmark.md).
     "cpu": {
         "model_preset": "tiny_f8_d4",
-        "train": {
-            "resolution": 32, "train_batch_size": 16, "max_train_steps": 600, "num_bundled_samples": 4096,
-            "learning_rate": 5e-4, "lr_warmup_steps": 20, "perceptual_weight": 0.5, "perceptual_net": "alex",
-            "disc_start": 10**9, "lpips_net": "none", "validation_steps": 0, "checkpointing_steps": 200,
-            "checkpoints_total_limit": 1, "report_to": "none", "random_flip": True, "bundled_photo_size": 128,
-            # No EMA: at a few hundred steps a 0.999 average is still mostly the initialisation.
-            "no-use_ema": True,
-        },
+        "train": dict(TOKENIZER_TRAIN["cpu"]),
         "eval_split": "test", "num_eval_images": 64, "lpips_net": "alex", "max_activation_values": 200_000,
         # One thread: on a busy 2-core box two threads spin against each other (measured 6x more CPU per step).
         "num_threads": 1,
     },
-    # A GPU cluster: the official f16 4-bit tokenizer recipe on ImageNet-1k (gated on the Hub: accept its terms and
-    # log in first); run with `accelerate launch -m ifsq_hf.cli benchmark bound --preset imagenet ...`.
+    # A GPU cluster (common.TOKENIZER_TRAIN["imagenet"]); run with
+    # `accelerate launch -m ifsq_hf.cli benchmark bound --preset imagenet ...`.
     "imagenet": {
         "model_preset": "ifsq_f16_d4_4bit",
-        "train": {
-            "dataset_name": "ILSVRC/imagenet-1k", "resolution": 256, "train_batch_size": 32,
-            "max_train_steps": 100_000, "learning_rate": 1e-4, "perceptual_weight": 1.0, "perceptual_net": "vgg",
-            "disc_start": 50_000, "disc_weight": 0.5, "lpips_net": "alex", "validation_steps": 10_000,
-            "num_validation_images": 256, "checkpointing_steps": 5_000, "checkpoints_total_limit": 2,
-            "mixed_precision": "bf16", "dataloader_num_workers": 8, "report_to": "tensorboard", "random_flip": True,
-        },
+        "train": dict(TOKENIZER_TRAIN["imagenet"]),
         "eval_split": "validation", "num_eval_images": 10_000, "lpips_net": "alex", "max_activation_values": 2_000_000,
     },
 }  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "TOKENIZER_TRAIN",
     "StudyArgs",
     "add_study_args",
     "fmt_summary",
@@ -30,6 +31,30 @@ __all__ = [
     "timing_summary",
     "train_argv",
 ]
+
+
+# The tokenizer training recipes every study starts from (arguments of examples/train_ifsq_autoencoder.py; a study
+# overrides what it must, e.g. fewer steps). One definition, so "the bound study's recipe" means the same everywhere.
+TOKENIZER_TRAIN: dict[str, dict[str, Any]] = {
+    # The 2-core CPU box: tiny_f8_d4 at 32 px on the bundled photos, L1 + LPIPS, no GAN.
+    "cpu": {
+        "resolution": 32, "train_batch_size": 16, "max_train_steps": 600, "num_bundled_samples": 4096,
+        "learning_rate": 5e-4, "lr_warmup_steps": 20, "perceptual_weight": 0.5, "perceptual_net": "alex",
+        "disc_start": 10**9, "lpips_net": "none", "validation_steps": 0, "checkpointing_steps": 200,
+        "checkpoints_total_limit": 1, "report_to": "none", "random_flip": True, "bundled_photo_size": 128,
+        # No EMA: at a few hundred steps a 0.999 average is still mostly the initialisation.
+        "no-use_ema": True,
+    },
+    # A GPU cluster: the official f16 4-bit tokenizer recipe on ImageNet-1k (gated on the Hub: accept its terms and
+    # log in first).
+    "imagenet": {
+        "dataset_name": "ILSVRC/imagenet-1k", "resolution": 256, "train_batch_size": 32,
+        "max_train_steps": 100_000, "learning_rate": 1e-4, "perceptual_weight": 1.0, "perceptual_net": "vgg",
+        "disc_start": 50_000, "disc_weight": 0.5, "lpips_net": "alex", "validation_steps": 10_000,
+        "num_validation_images": 256, "checkpointing_steps": 5_000, "checkpoints_total_limit": 2,
+        "mixed_precision": "bf16", "dataloader_num_workers": 8, "report_to": "tensorboard", "random_flip": True,
+    },
+}  # fmt: skip
 
 
 def load_study_config(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
+    TOKENIZER_TRAIN,
     add_study_args,
     fmt_summary,
     load_study_config,
@@ -90,13 +91,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "tokenizer": {
             "model_preset": "tiny_f8_d4",
-            "train": {
-                "resolution": 32, "train_batch_size": 16, "max_train_steps": 400, "num_bundled_samples": 4096,
-                "learning_rate": 5e-4, "lr_warmup_steps": 20, "perceptual_weight": 0.5, "perceptual_net": "alex",
-                "disc_start": 10**9, "lpips_net": "none", "validation_steps": 0, "checkpointing_steps": 200,
-                "checkpoints_total_limit": 1, "report_to": "none", "random_flip": True, "bundled_photo_size": 128,
-                "no-use_ema": True,
-            },
+            "train": {**TOKENIZER_TRAIN["cpu"], "max_train_steps": 400},
             "seed": 0,
         },
         "train": {
@@ -125,14 +120,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "imagenet": {
         "tokenizer": {
             "model_preset": "ifsq_f16_d4_4bit",
-            "train": {
-                "dataset_name": "ILSVRC/imagenet-1k", "resolution": 256, "train_batch_size": 32,
-                "max_train_steps": 100_000, "learning_rate": 1e-4, "perceptual_weight": 1.0, "perceptual_net": "vgg",
-                "disc_start": 50_000, "disc_weight": 0.5, "lpips_net": "alex", "validation_steps": 10_000,
-                "num_validation_images": 256, "checkpointing_steps": 5_000, "checkpoints_total_limit": 2,
-                "mixed_precision": "bf16", "dataloader_num_workers": 8, "report_to": "tensorboard",
-                "random_flip": True,
-            },
+            "train": dict(TOKENIZER_TRAIN["imagenet"]),
             "seed": 0,
         },
         "train": {
